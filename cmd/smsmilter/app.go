@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/smsmilter/smsmilter/internal/config"
+	"github.com/smsmilter/smsmilter/internal/store"
+	"github.com/smsmilter/smsmilter/internal/store/sqlite"
+)
+
+// loadConfig reads --config. On failure it prints every problem and returns
+// exitUsage as the second value (bad config is exit 2, DESIGN.md §10).
+func (a *app) loadConfig() (*config.Config, int) {
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		fmt.Fprintln(a.stderr, err)
+		return nil, exitUsage
+	}
+	return cfg, exitOK
+}
+
+// openStore opens the store the config names; the daemon may have it open
+// too (the store is safe for several processes).
+func (a *app) openStore(cfg *config.Config) (store.Store, int) {
+	st, err := sqlite.OpenDir(a.ctx, cfg.StateDir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(a.stderr, "smsmilter: cannot open the store in %s: %v\n", cfg.StateDir, err)
+		return nil, exitFailed
+	}
+	return st, exitOK
+}
+
+// withStore loads the config, opens the store, runs f, and closes the store.
+func (a *app) withStore(f func(cfg *config.Config, st store.Store) int) int {
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	st, code := a.openStore(cfg)
+	if st == nil {
+		return code
+	}
+	defer st.Close()
+	return f(cfg, st)
+}

@@ -1,0 +1,3 @@
+package main
+
+func explainCommands() []command { return nil }

@@ -1,0 +1,3 @@
+package main
+
+func reportCommands() []command { return nil }
