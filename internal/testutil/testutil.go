@@ -42,3 +42,20 @@ func FreePort(t testing.TB) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// OpenDir returns a new empty directory that every user may enter and
+// write, removed at the end of the test. Programs that drop privileges
+// (smtp-sink -u nobody, Postfix) cannot use t.TempDir, whose parent is
+// private to root.
+func OpenDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "smsmilter-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}

@@ -1,0 +1,5 @@
+package mailer
+
+import "mime"
+
+type mimeWordDecoder = mime.WordDecoder
