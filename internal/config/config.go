@@ -1,15 +1,24 @@
 // Package config loads and validates smsmilter's YAML configuration file
 // (DESIGN.md §9). Every problem is reported as FILE:LINE: message so that a
 // mail admin can fix them all in one pass.
+//
+// Unknown keys are errors. A key that is absent gets its default; a key
+// that is present but empty (`listen: ""` or just `listen:`) means empty,
+// which turns off http.listen and is an error where a value is needed.
+//
+// Relative paths (state_dir, the outbox plugin's path and inbox, the POP3
+// TLS files) are kept as written and resolved against the daemon's current
+// working directory, not the directory of the configuration file.
 package config
 
 import "time"
 
-// Size is a byte count written in the file as "1MiB", "512KiB", "1000000".
+// Size is a byte count written in the file as "1MiB", "512KiB", "10MB" or
+// "1000000" (see ParseSize).
 type Size int64
 
-// Config is the whole configuration file. Zero values are replaced by the
-// defaults of DESIGN.md §9 when loaded through Load.
+// Config is the whole configuration file. Keys absent from the file have the
+// defaults of DESIGN.md §9 (see Defaults) once loaded through Load or Parse.
 type Config struct {
 	// Path is the file the configuration was read from (not a YAML key).
 	Path string `yaml:"-"`
@@ -17,9 +26,9 @@ type Config struct {
 	Milter           Milter               `yaml:"milter"`
 	HTTP             HTTP                 `yaml:"http"`
 	Log              Log                  `yaml:"log"`
-	SMSDomains       []string             `yaml:"sms_domains"`
-	VerdictLocalPart string               `yaml:"verdict_local_part"`
-	StateDir         string               `yaml:"state_dir"`
+	SMSDomains       []string             `yaml:"sms_domains"`        // required; lower-cased, IDNA, no final dot
+	VerdictLocalPart string               `yaml:"verdict_local_part"` // default verdict
+	StateDir         string               `yaml:"state_dir"`          // default /var/lib/smsmilter; relative = from the working directory
 	DNS              DNS                  `yaml:"dns"`
 	Auth             Auth                 `yaml:"auth"`
 	Numbers          Numbers              `yaml:"numbers"`
@@ -44,7 +53,7 @@ type Milter struct {
 
 // HTTP is the /metrics and /healthz listener; empty Listen turns it off.
 type HTTP struct {
-	Listen string `yaml:"listen"` // default 127.0.0.1:8891
+	Listen string `yaml:"listen"` // HOST:PORT; default 127.0.0.1:8891; "" = off
 }
 
 // Log chooses the daemon's log format and level.
@@ -61,14 +70,14 @@ type DNS struct {
 
 // Auth says which Authentication-Results headers may be believed.
 type Auth struct {
-	TrustedAuthservIDs   []string `yaml:"trusted_authserv_ids"`
-	UpstreamStripsForged bool     `yaml:"upstream_strips_forged"`
+	TrustedAuthservIDs   []string `yaml:"trusted_authserv_ids"`   // e.g. mx.example.com (without /QUEUEID)
+	UpstreamStripsForged bool     `yaml:"upstream_strips_forged"` // the milter before us removes forged A-R
 }
 
 // Numbers restricts which phone numbers recipients may name.
 type Numbers struct {
-	DefaultRegion  string   `yaml:"default_region"`  // ISO 3166 code, e.g. JP
-	AllowedRegions []string `yaml:"allowed_regions"` // empty = all
+	DefaultRegion  string   `yaml:"default_region"`  // ISO 3166 code, e.g. JP; upper-cased
+	AllowedRegions []string `yaml:"allowed_regions"` // upper-cased; empty = all
 }
 
 // SMS limits what one mail may turn into.
@@ -83,7 +92,7 @@ type SMS struct {
 // Body controls how a mail body becomes SMS text.
 type Body struct {
 	IncludeSubject bool     `yaml:"include_subject"`
-	StripPatterns  []string `yaml:"strip_patterns"` // Go regular expressions, matched per line
+	StripPatterns  []string `yaml:"strip_patterns"` // Go regular expressions (checked to compile), matched per line
 }
 
 // Mail is how smsmilter itself sends mail (notices, verdicts, replies).
@@ -94,43 +103,65 @@ type Mail struct {
 
 // Notify names who hears about events that need a person.
 type Notify struct {
-	Admin string `yaml:"admin"`
+	Admin string `yaml:"admin"` // email address; empty = nobody is told
 }
 
-// Transport is one configured SMS transport plugin.
+// Transport is one configured SMS transport plugin. Its name (the key under
+// transports:) is lower-case letters, digits, _ and -.
 type Transport struct {
-	Plugin   string         `yaml:"plugin"` // smpp | modem | outbox | /path/to/plugin
-	TPS      float64        `yaml:"tps"`    // default 10
+	Plugin string  `yaml:"plugin"` // smpp | modem | outbox | absolute path of an executable plugin
+	TPS    float64 `yaml:"tps"`    // SMS per second, > 0; default 10
+
+	// Settings are passed to the plugin's Configure, as JSON-compatible
+	// values; never nil after loading. For the built-in plugins they are
+	// checked (unknown keys are errors) and typed, with defaults filled in:
+	//   smpp:   address (HOST:PORT, required), system_id (required),
+	//           password, system_type, window (int 1..1000, default 10),
+	//           bind (transceiver|transmitter|receiver, default
+	//           transceiver), enquire_link (>= 1s), submit_timeout
+	//           (>= 100ms), registered_delivery (bool)
+	//   modem:  device (required), baud (int), pin (string of 4-8 digits),
+	//           smsc ("+digits"), command_timeout, watchdog_interval,
+	//           reconnect_min, reconnect_max, reassembly_timeout,
+	//           status_reports (bool)
+	//   outbox: path (required), inbox, poll_interval; relative paths are
+	//           from the working directory
+	// Durations stay text as written ("30s"); strings are the text as
+	// written even when YAML would read a number (pin: 0123 is "0123").
+	// A third-party plugin gets its settings as written.
 	Settings map[string]any `yaml:"settings"`
 }
 
-// Route sends numbers with a prefix to a list of transports, tried in order.
+// Route sends numbers with a prefix to a list of transports, tried in order;
+// the first route whose prefix matches wins. When the file has no routes but
+// has transports, Routes holds one route without prefix listing every
+// transport in name order.
 type Route struct {
-	Prefix     string   `yaml:"prefix"`
-	Transports []string `yaml:"transports"`
+	Prefix     string   `yaml:"prefix"`     // "+digits"; empty = every number
+	Transports []string `yaml:"transports"` // names under transports:, at least one
 }
 
 // Replies routes incoming SMS back to people.
 type Replies struct {
 	AutoCLIPTTL time.Duration `yaml:"autoclip_ttl"` // default 168h
 	Receipts    string        `yaml:"receipts"`     // failed | all | none; default failed
-	Deliver     []string      `yaml:"deliver"`      // email and/or pop3; default [email]
+	Deliver     []string      `yaml:"deliver"`      // email and/or pop3 (needs pop3.enabled); default [email]
 	Rules       []ReplyRule   `yaml:"rules"`
 }
 
 // ReplyRule is one entry of replies.rules; the first match wins.
 type ReplyRule struct {
-	Transport  string `yaml:"transport"`
-	FromPrefix string `yaml:"from_prefix"`
-	Action     string `yaml:"action"` // autoclip | deliver | drop
-	To         string `yaml:"to"`
+	Transport  string `yaml:"transport"`   // receiving transport; empty = any
+	FromPrefix string `yaml:"from_prefix"` // "+digits"; empty = any sender
+	Action     string `yaml:"action"`      // autoclip | deliver | drop (required)
+	To         string `yaml:"to"`          // email address; required for deliver, fallback for autoclip
 }
 
 // POP3 is the POP3 plugin's listener.
 type POP3 struct {
 	Enabled   bool   `yaml:"enabled"`
-	Listen    string `yaml:"listen"`     // default 127.0.0.1:1110
-	TLSListen string `yaml:"tls_listen"` // implicit TLS
-	TLSCert   string `yaml:"tls_cert"`
+	Listen    string `yaml:"listen"`     // HOST:PORT; default 127.0.0.1:1110; "" = no plain listener
+	TLSListen string `yaml:"tls_listen"` // implicit TLS, HOST:PORT (e.g. :995); needs TLSCert and TLSKey
+	TLSCert   string `yaml:"tls_cert"`   // PEM files, both or neither; relative = from the working directory
 	TLSKey    string `yaml:"tls_key"`
 }
