@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/smsmilter/smsmilter/internal/maildir"
+	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
 // TestLoginDelays: the first three failures cost nothing, then each attempt
@@ -460,5 +463,58 @@ func TestHashPassword(t *testing.T) {
 	}
 	if CheckPassword(h, "correct horse\x00") || CheckPassword("not a hash", "x") {
 		t.Error("CheckPassword accepted NUL or a bad hash")
+	}
+}
+
+func TestAddressKey(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"192.0.2.1", "192.0.2.1"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
+		{"::ffff:192.0.2.1", "::ffff:192.0.2.1"},
+		{"pipe", "pipe"},
+	}
+	for _, tt := range tests {
+		if got := addressKey(tt.in); got != tt.want {
+			t.Errorf("addressKey(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestListenAndServe(t *testing.T) {
+	root, err := maildir.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := NewServer(Config{TLSListen: "127.0.0.1:0", Maildir: root}).ListenAndServe(); err == nil || !strings.Contains(err.Error(), "without a TLS certificate") {
+		t.Errorf("TLSListen without TLSConfig: %v", err)
+	}
+	if err := NewServer(Config{Maildir: root}).ListenAndServe(); err == nil {
+		t.Error("no listen address accepted")
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	srv := NewServer(Config{Listen: addr, Maildir: root, Credentials: newCreds(t)})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	var conn net.Conn
+	for i := 0; ; i++ {
+		if conn, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+		if i > 200 {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := &client{t: t, conn: conn, r: newReader(conn)}
+	if g := c.line(); !strings.HasPrefix(g, "+OK smsmilter POP3 server ready") {
+		t.Fatalf("greeting %q", g)
+	}
+	c.mustOK("QUIT")
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("ListenAndServe after Shutdown: %v", err)
 	}
 }

@@ -120,7 +120,7 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]string // raw connection -> client IP
+	conns     map[net.Conn]string // raw connection -> addressKey of the client
 	perIP     map[string]int
 	locks     map[string]bool // mailboxes with a session in TRANSACTION
 }
@@ -305,7 +305,7 @@ func (s *Server) untrack(c net.Conn) {
 
 func (s *Server) handle(c net.Conn, implicitTLS bool) {
 	ip := hostOf(c.RemoteAddr())
-	if ok, reason := s.track(c, ip); !ok {
+	if ok, reason := s.track(c, addressKey(ip)); !ok {
 		// Said in plaintext even on the TLS port: the client learns little,
 		// and a handshake just to refuse would cost more than the refusal.
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -397,6 +397,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// addressKey is what limits count per client: the IP address, or its /64
+// for IPv6, since one host usually has a whole /64 to pick addresses from.
+func addressKey(ip string) string {
+	a := net.ParseIP(ip)
+	if a == nil || a.To4() != nil {
+		return ip
+	}
+	return a.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 func hostOf(a net.Addr) string {

@@ -117,13 +117,6 @@ func (s *session) end(err error) {
 }
 
 func (s *session) dispatch(cmd command) (done bool) {
-	auth := map[string]func(command){
-		"USER": s.cmdUser, "PASS": s.cmdPass, "AUTH": s.cmdAuth, "STLS": s.cmdStls,
-	}
-	trans := map[string]func(command){
-		"STAT": s.cmdStat, "LIST": s.cmdList, "UIDL": s.cmdUidl, "RETR": s.cmdRetr,
-		"DELE": s.cmdDele, "TOP": s.cmdTop, "RSET": s.cmdRset, "NOOP": s.cmdNoop,
-	}
 	switch cmd.name {
 	case "QUIT":
 		s.cmdQuit(cmd)
@@ -135,25 +128,38 @@ func (s *session) dispatch(cmd command) (done bool) {
 		s.errf("APOP not supported (passwords are stored hashed); use USER/PASS or AUTH PLAIN")
 		return false
 	}
-	if fn, ok := auth[cmd.name]; ok {
+	if fn, ok := authCommands[cmd.name]; ok {
 		if s.state != stateAuthorization {
 			s.errf("%s not valid after login", cmd.name)
 			return false
 		}
-		fn(cmd)
+		fn(s, cmd)
 		return false
 	}
-	if fn, ok := trans[cmd.name]; ok {
+	if fn, ok := transactionCommands[cmd.name]; ok {
 		if s.state != stateTransaction {
 			s.errf("%s not valid before login", cmd.name)
 			return false
 		}
-		fn(cmd)
+		fn(s, cmd)
 		return false
 	}
 	s.errf("unknown command")
 	return false
 }
+
+// The commands of each state (RFC 1939). Read-only tables, not state.
+var (
+	authCommands = map[string]func(*session, command){
+		"USER": (*session).cmdUser, "PASS": (*session).cmdPass,
+		"AUTH": (*session).cmdAuth, "STLS": (*session).cmdStls,
+	}
+	transactionCommands = map[string]func(*session, command){
+		"STAT": (*session).cmdStat, "LIST": (*session).cmdList, "UIDL": (*session).cmdUidl,
+		"RETR": (*session).cmdRetr, "DELE": (*session).cmdDele, "TOP": (*session).cmdTop,
+		"RSET": (*session).cmdRset, "NOOP": (*session).cmdNoop,
+	}
+)
 
 // ---- I/O ----
 
@@ -356,7 +362,7 @@ func (s *session) cmdAuth(cmd command) {
 
 // throttleKeys: failures count per client address and per mailbox.
 func (s *session) throttleKeys(user string) []string {
-	return []string{"ip:" + s.ip, "mailbox:" + strings.ToLower(user)}
+	return []string{"ip:" + addressKey(s.ip), "mailbox:" + strings.ToLower(user)}
 }
 
 func (s *session) login(user, pw, method string) {
