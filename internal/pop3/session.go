@@ -128,7 +128,7 @@ func (s *session) dispatch(cmd command) (done bool) {
 		s.errf("APOP not supported (passwords are stored hashed); use USER/PASS or AUTH PLAIN")
 		return false
 	}
-	if fn, ok := authCommands[cmd.name]; ok {
+	if fn, ok := authCommand(cmd.name); ok {
 		if s.state != stateAuthorization {
 			s.errf("%s not valid after login", cmd.name)
 			return false
@@ -136,7 +136,7 @@ func (s *session) dispatch(cmd command) (done bool) {
 		fn(s, cmd)
 		return false
 	}
-	if fn, ok := transactionCommands[cmd.name]; ok {
+	if fn, ok := transactionCommand(cmd.name); ok {
 		if s.state != stateTransaction {
 			s.errf("%s not valid before login", cmd.name)
 			return false
@@ -148,18 +148,43 @@ func (s *session) dispatch(cmd command) (done bool) {
 	return false
 }
 
-// The commands of each state (RFC 1939). Read-only tables, not state.
-var (
-	authCommands = map[string]func(*session, command){
-		"USER": (*session).cmdUser, "PASS": (*session).cmdPass,
-		"AUTH": (*session).cmdAuth, "STLS": (*session).cmdStls,
+// authCommand and transactionCommand are the commands of each state
+// (RFC 1939).
+func authCommand(name string) (func(*session, command), bool) {
+	switch name {
+	case "USER":
+		return (*session).cmdUser, true
+	case "PASS":
+		return (*session).cmdPass, true
+	case "AUTH":
+		return (*session).cmdAuth, true
+	case "STLS":
+		return (*session).cmdStls, true
 	}
-	transactionCommands = map[string]func(*session, command){
-		"STAT": (*session).cmdStat, "LIST": (*session).cmdList, "UIDL": (*session).cmdUidl,
-		"RETR": (*session).cmdRetr, "DELE": (*session).cmdDele, "TOP": (*session).cmdTop,
-		"RSET": (*session).cmdRset, "NOOP": (*session).cmdNoop,
+	return nil, false
+}
+
+func transactionCommand(name string) (func(*session, command), bool) {
+	switch name {
+	case "STAT":
+		return (*session).cmdStat, true
+	case "LIST":
+		return (*session).cmdList, true
+	case "UIDL":
+		return (*session).cmdUidl, true
+	case "RETR":
+		return (*session).cmdRetr, true
+	case "DELE":
+		return (*session).cmdDele, true
+	case "TOP":
+		return (*session).cmdTop, true
+	case "RSET":
+		return (*session).cmdRset, true
+	case "NOOP":
+		return (*session).cmdNoop, true
 	}
-)
+	return nil, false
+}
 
 // ---- I/O ----
 
