@@ -166,6 +166,11 @@ type Queue interface {
 	Retry(ctx context.Context, id int64, next time.Time, errText string) error
 	// Fail gives the job up.
 	Fail(ctx context.Context, id int64, errText string) error
+	// Defer puts a leased job back to wait until next without it counting
+	// as an attempt and without an error (pacing, shutdown): the attempt
+	// Claim counted is taken back. A job already sent, delivered or failed
+	// is left alone (error).
+	Defer(ctx context.Context, id int64, next time.Time) error
 	// UpdatePart applies a delivery report for the part a transport knows by
 	// ref; it returns the job after the update (its State becomes delivered
 	// when every part is, failed when any part failed).
