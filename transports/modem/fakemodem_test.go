@@ -46,6 +46,7 @@ type fakeModem struct {
 	mr          int
 	submits     []submit
 	store       map[int]string // index -> PDU hex (with SMSC octet)
+	storeStat   map[int]int    // index -> <stat> when not 0 (received unread)
 	mem         string
 	strayOnCMGS []string // written between the PDU and the +CMGS answer
 	strayOnCMGR []string
@@ -91,14 +92,15 @@ func newFakeModem(t testing.TB) *fakeModem {
 		t.Fatal(err)
 	}
 	m := &fakeModem{
-		t:        t,
-		device:   dev,
-		f:        f,
-		simState: "READY",
-		cmsFor:   map[string]string{},
-		store:    map[int]string{},
-		mem:      "SM",
-		changed:  make(chan struct{}),
+		t:         t,
+		device:    dev,
+		f:         f,
+		simState:  "READY",
+		cmsFor:    map[string]string{},
+		store:     map[int]string{},
+		storeStat: map[int]int{},
+		mem:       "SM",
+		changed:   make(chan struct{}),
 	}
 	done := make(chan struct{})
 	go func() {
@@ -271,7 +273,7 @@ func (m *fakeModem) onCommand(line string) (pduLen int) {
 		sort.Ints(idx)
 		var info []string
 		for _, i := range idx {
-			info = append(info, fmt.Sprintf("+CMGL: %d,0,,%d", i, tpduLen(m.store[i])), m.store[i])
+			info = append(info, fmt.Sprintf("+CMGL: %d,%d,,%d", i, m.storeStat[i], tpduLen(m.store[i])), m.store[i])
 		}
 		m.mu.Unlock()
 		ok(info...)

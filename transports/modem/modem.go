@@ -37,7 +37,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,11 +155,29 @@ func (t *Transport) Configure(ctx context.Context, env sdk.Env, raw map[string]a
 	t.enc = newEncoder(s.StatusReports)
 	t.collector = sms.NewCollector(sms.WithReassemblyTimeout(s.ReassemblyTimeout, t.onReassemblyTimeout))
 
+	// A host that gives up on Configure gets its answer now, not after
+	// the modem's timeouts.
+	stop := context.AfterFunc(ctx, func() {
+		t.mu.Lock()
+		c := t.connecting
+		t.mu.Unlock()
+		if c != nil {
+			c.Close()
+		}
+	})
 	l, err := t.connect()
+	stop()
+	if ctx.Err() != nil {
+		if l != nil {
+			l.close()
+		}
+		return fmt.Errorf("modem %s: %w", s.Device, ctx.Err())
+	}
 	if err != nil {
 		var fe fatalError
 		var oe openError
 		if errors.As(err, &fe) || errors.As(err, &oe) {
+			t.setDown(err)
 			return fmt.Errorf("modem %s: %w", s.Device, err)
 		}
 		t.log.Warn("modem not ready; retrying in the background", "err", err)
@@ -406,16 +423,24 @@ func (t *Transport) emit(ev sdk.Event) bool {
 	}
 }
 
-var e164RE = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
-
 // normaliseNumber checks the destination is E.164. sms.To marks every
 // number international, so a national or garbled number must not reach it.
 func normaliseNumber(n string) (string, error) {
 	n = strings.TrimSpace(n)
-	if !e164RE.MatchString(n) {
+	if d, ok := strings.CutPrefix(n, "+"); !ok || len(d) < 2 || len(d) > 15 || d[0] == '0' || !digits(d) {
 		return "", fmt.Errorf("destination %q is not an E.164 number (+digits)", n)
 	}
 	return n, nil
+}
+
+// digits reports whether s is all ASCII digits.
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // makeRef is the part reference scheme shared by Send and status reports.

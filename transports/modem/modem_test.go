@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/warthog618/sms"
+	"github.com/warthog618/sms/encoding/pdumode"
 	"github.com/warthog618/sms/encoding/tpdu"
 
 	"github.com/smsmilter/smsmilter/plugins/sdk"
@@ -417,14 +418,27 @@ func TestIncomingCMTI(t *testing.T) {
 
 func TestStoredAtStart(t *testing.T) {
 	fm := newFakeModem(t)
+	// A message sent from a phone the SIM was in before: not ours.
+	out, err := sms.Encode([]byte("a draft"), sms.To("447400999999"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := out[0].MarshalBinary()
+	h, _ := (&pdumode.PDU{TPDU: b}).MarshalHexString()
+	fm.set(func(m *fakeModem) { m.store[1], m.storeStat[1] = h, 3 })
 	fm.storeSMS(deliverPDUs(t, "447400123456", tpdu.TonInternational, "sent while we were away")[0])
+
 	_, evs := startTransport(t, fm, nil, sdk.Env{})
 	ev := waitEvent(t, evs, 5*time.Second)
 	if ev.Incoming == nil || ev.Incoming.Text != "sent while we were away" {
 		t.Fatalf("event %+v", ev.Incoming)
 	}
-	if _, err := fm.waitCommand("+CMGD=1", 0, 5*time.Second); err != nil {
+	if err := fm.waitAnswered("+CMGD=2", 5*time.Second); err != nil {
 		t.Error(err)
+	}
+	noEvent(t, evs, 200*time.Millisecond)
+	if _, ok := fm.stored()[1]; !ok || slices.Contains(fm.commands(), "+CMGD=1") {
+		t.Error("a stored outgoing SMS was deleted")
 	}
 }
 
@@ -654,5 +668,33 @@ func TestConfigureErrors(t *testing.T) {
 				t.Fatalf("Configure = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Neither a host that gives up on Configure nor Close waits out a hung
+// modem's timeouts (the tarm-based serial package would block in Close).
+func TestHungModemDoesNotBlock(t *testing.T) {
+	fm := newFakeModem(t)
+	fm.setSilent(true)
+	tr := New(testLogger(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := tr.Configure(ctx, sdk.Env{Name: "gsm"}, baseSettings(fm, map[string]any{"command_timeout": "10s"}))
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Errorf("Configure with an expiring context: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Configure took %s after its context ended", d)
+	}
+	tr.Close()
+
+	fm.setSilent(false)
+	tr2, _ := startTransport(t, fm, map[string]any{"command_timeout": "10s", "watchdog_interval": "1m"}, sdk.Env{})
+	fm.setSilent(true)
+	start = time.Now()
+	tr2.Close()
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("Close of a hung modem took %s", d)
 	}
 }

@@ -109,6 +109,7 @@ func parseCDS(lines []string) (tpdu.TPDU, error) {
 // storedPDU is one message read from modem storage by +CMGR or +CMGL.
 type storedPDU struct {
 	Index int // -1 for +CMGR, which names no index in its answer
+	Stat  int // 0 received unread, 1 received read, 2/3 stored outgoing; -1 unknown
 	TPDU  tpdu.TPDU
 	Err   error // the PDU did not decode; Index still names it
 }
@@ -127,15 +128,21 @@ func parseStored(prefix string, info []string) (msgs []storedPDU, errs []error) 
 		if !strings.HasPrefix(line, prefix+":") {
 			continue
 		}
-		index := -1
+		index, stat := -1, -1
+		f := strings.Split(strings.TrimPrefix(line, prefix+":"), ",")
 		if prefix == "+CMGL" {
-			f := strings.SplitN(strings.TrimPrefix(line, prefix+":"), ",", 2)
 			n, err := strconv.Atoi(strings.TrimSpace(f[0]))
 			if err != nil || n < 0 || n > maxIndex {
 				errs = append(errs, fmt.Errorf("bad index in %q", short(line)))
 				continue
 			}
 			index = n
+			f = f[1:]
+		}
+		if len(f) > 1 {
+			if n, err := strconv.Atoi(strings.TrimSpace(f[0])); err == nil && n >= 0 && n <= 3 {
+				stat = n
+			}
 		}
 		length, err := lastIntField(line)
 		if err != nil {
@@ -156,10 +163,14 @@ func parseStored(prefix string, info []string) (msgs []storedPDU, errs []error) 
 		}
 		tp, err := parsePDULine(length, info[j])
 		i = j
-		msgs = append(msgs, storedPDU{Index: index, TPDU: tp, Err: err})
+		msgs = append(msgs, storedPDU{Index: index, Stat: stat, TPDU: tp, Err: err})
 	}
 	return msgs, errs
 }
+
+// outgoing reports a stored SMS-SUBMIT (a draft or a message sent from
+// a phone the SIM was in): not ours to read or delete.
+func (s storedPDU) outgoing() bool { return s.Stat == 2 || s.Stat == 3 }
 
 // parseCMGS reads the message reference from `+CMGS: <mr>[,<scts|ackpdu>]`.
 func parseCMGS(mr string) (int, error) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warthog618/sms"
 	"github.com/warthog618/sms/encoding/tpdu"
 )
 
@@ -107,6 +108,7 @@ func TestParseStored(t *testing.T) {
 		{"cmgr", "+CMGR", []string{"+CMGR: 0,," + la, a}, []int{-1}, 0, 0},
 		{"cmgr with stray lines", "+CMGR", []string{"RING", "+CMGR: 1,," + la, "+CREG: 1", a, `+CMTI: "SM",4`}, []int{-1}, 0, 0},
 		{"cmgl two", "+CMGL", []string{"+CMGL: 1,0,," + la, a, "+CMGL: 4,1,," + lb, b}, []int{1, 4}, 0, 0},
+		{"cmgl without alpha field", "+CMGL", []string{"+CMGL: 1,0," + la, a}, []int{1}, 0, 0},
 		{"cmgl bad pdu keeps index", "+CMGL", []string{"+CMGL: 2,0,,5", "00FF", "+CMGL: 3,0,," + lb, b}, []int{2, 3}, 1, 0},
 		{"cmgl header without pdu", "+CMGL", []string{"+CMGL: 2,0,," + la, "+CMGL: 3,0,," + lb, b}, []int{3}, 0, 1},
 		{"cmgl bad index", "+CMGL", []string{"+CMGL: x,0,," + la, a}, nil, 0, 1},
@@ -132,6 +134,29 @@ func TestParseStored(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParseStoredStat(t *testing.T) {
+	a := deliverPDUs(t, "447400123456", tpdu.TonInternational, "x")[0]
+	l := strconv.Itoa(tpduLen(a))
+	tests := []struct {
+		prefix, header string
+		stat           int
+		outgoing       bool
+	}{
+		{"+CMGR", "+CMGR: 0,," + l, 0, false},
+		{"+CMGR", "+CMGR: 1,\"Bob\"," + l, 1, false},
+		{"+CMGL", "+CMGL: 7,3,," + l, 3, true},
+		{"+CMGL", "+CMGL: 7,2," + l, 2, true},
+		{"+CMGL", "+CMGL: 7,9,," + l, -1, false},
+		{"+CMGR", "+CMGR: " + l, -1, false},
+	}
+	for _, tc := range tests {
+		msgs, _ := parseStored(tc.prefix, []string{tc.header, a})
+		if len(msgs) != 1 || msgs[0].Stat != tc.stat || msgs[0].outgoing() != tc.outgoing {
+			t.Errorf("%q: %+v", tc.header, msgs)
+		}
 	}
 }
 
@@ -206,4 +231,58 @@ func FuzzParseIndications(f *testing.F) {
 		_, _ = parseCMGS(s)
 		_, _ = parseCPIN(lines)
 	})
+}
+
+func TestParseSettings(t *testing.T) {
+	s, err := parseSettings(map[string]any{
+		"device":            "/dev/ttyUSB2",
+		"baud":              float64(9600), // JSON numbers arrive as float64
+		"pin":               float64(1234), // an unquoted PIN in YAML
+		"smsc":              "+447785016005",
+		"command_timeout":   float64(20), // bare seconds
+		"watchdog_interval": "1m",
+		"status_reports":    false,
+		"max_tps":           float64(5), // the dispatcher's
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := settings{
+		Device: "/dev/ttyUSB2", Baud: 9600, PIN: "1234", SMSC: "+447785016005",
+		CommandTimeout: 20 * time.Second, WatchdogInterval: time.Minute,
+		ReconnectMin: time.Second, ReconnectMax: time.Minute, ReassemblyTimeout: time.Hour,
+		StatusReports: false,
+	}
+	if s != want {
+		t.Errorf("settings\n got %+v\nwant %+v", s, want)
+	}
+	d, _ := parseSettings(map[string]any{"device": "/dev/ttyUSB2"})
+	if d.Baud != 115200 || d.CommandTimeout != 10*time.Second || d.WatchdogInterval != 30*time.Second || !d.StatusReports {
+		t.Errorf("defaults %+v", d)
+	}
+	for _, bad := range []map[string]any{
+		{"device": "/dev/x", "baud": -1},
+		{"device": "/dev/x", "baud": 1.5},
+		{"device": "/dev/x", "command_timeout": "-1s"},
+		{"device": "/dev/x", "status_reports": "yes"},
+		{"device": "/dev/x", "pin": "123"},
+		{"device": "/dev/x", "smsc": "+12"},
+		{"device": []any{"a"}},
+	} {
+		if _, err := parseSettings(bad); err == nil {
+			t.Errorf("parseSettings(%v) accepted", bad)
+		}
+	}
+}
+
+func TestEncoderSRR(t *testing.T) {
+	for _, srr := range []bool{true, false} {
+		pdus, err := newEncoder(srr).Encode([]byte("x"), sms.To("+447400123456"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pdus[0].FirstOctet.SRR() != srr || pdus[0].SmsType() != tpdu.SmsSubmit {
+			t.Errorf("srr=%v: first octet %#x", srr, pdus[0].FirstOctet)
+		}
+	}
 }

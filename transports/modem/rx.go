@@ -116,7 +116,7 @@ func (t *Transport) onStored(l *link, info []string) {
 	for _, e := range errs {
 		t.log.Warn("unreadable stored SMS", "mem", mem, "index", index, "err", e)
 	}
-	if len(msgs) == 0 {
+	if len(msgs) == 0 || msgs[0].outgoing() {
 		return
 	}
 	if msgs[0].Err != nil {
@@ -135,7 +135,8 @@ func (t *Transport) onStored(l *link, info []string) {
 func (t *Transport) drainStored(l *link) {
 	l.rxMu.Lock()
 	defer l.rxMu.Unlock()
-	rsp, err := l.g.Command("+CMGL=4") // PDU mode: all messages
+	// PDU mode: 4 is all messages; stored outgoing ones are skipped below.
+	rsp, err := l.g.Command("+CMGL=4")
 	if err != nil {
 		t.log.Debug("cannot list stored SMS", "err", err)
 		if isLinkError(err) {
@@ -148,6 +149,9 @@ func (t *Transport) drainStored(l *link) {
 		t.log.Warn("unreadable stored SMS", "err", e)
 	}
 	for _, m := range msgs {
+		if m.outgoing() {
+			continue
+		}
 		if m.Err != nil {
 			t.log.Warn("undecodable stored SMS deleted", "index", m.Index, "err", m.Err)
 		} else if !t.received(m.TPDU) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,11 +35,6 @@ type settings struct {
 	// part. Some operators charge for reports; they can be turned off.
 	StatusReports bool
 }
-
-var (
-	pinRE  = regexp.MustCompile(`^[0-9]{4,8}$`)
-	smscRE = regexp.MustCompile(`^\+[0-9]{3,20}$`)
-)
 
 // knownKeys lists every accepted key. max_tps and tps are the
 // dispatcher's business (pacing happens before Send), so they are accepted
@@ -142,11 +136,11 @@ func parseSettings(raw map[string]any) (settings, error) {
 	if s.Device == "" {
 		errs = append(errs, errors.New("device: required (the modem's serial port, e.g. /dev/ttyUSB2)"))
 	}
-	if s.PIN != "" && !pinRE.MatchString(s.PIN) {
+	if s.PIN != "" && (len(s.PIN) < 4 || len(s.PIN) > 8 || !digits(s.PIN)) {
 		// Never echo the PIN itself into an error that lands in logs.
 		errs = append(errs, errors.New("pin: must be 4 to 8 digits"))
 	}
-	if s.SMSC != "" && !smscRE.MatchString(s.SMSC) {
+	if d, ok := strings.CutPrefix(s.SMSC, "+"); s.SMSC != "" && (!ok || len(d) < 3 || len(d) > 20 || !digits(d)) {
 		errs = append(errs, fmt.Errorf("smsc: %q is not an international number (+digits)", s.SMSC))
 	}
 	if s.ReconnectMax < s.ReconnectMin {
