@@ -284,21 +284,18 @@ type mta struct {
 
 // dial opens a milter connection and sends CONNECT and HELO for a client
 // at ip.
-func (e *env) dial(ip string) *mta {
-	e.t.Helper()
-	m := e.dialRaw()
-	m.connect(ip)
-	return m
-}
+func (e *env) dial(ip string) *mta { return e.dialFor(e.t, ip) }
 
-func (e *env) dialRaw() *mta {
-	e.t.Helper()
+// dialFor is dial for a test other than the env's own (a fuzz target's).
+func (e *env) dialFor(t testing.TB, ip string) *mta {
+	t.Helper()
 	s, err := gomilter.NewClientWithOptions("tcp", e.addr, clientOptions()).Session()
 	if err != nil {
-		e.t.Fatalf("milter session: %v", err)
+		t.Fatalf("milter session: %v", err)
 	}
-	m := &mta{t: e.t, s: s}
-	e.t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { s.Close() })
+	m := &mta{t: t, s: s}
+	m.connect(ip)
 	return m
 }
 
@@ -329,6 +326,9 @@ type mail struct {
 	Rcpts   []string
 	Raw     string // header and body, LF or CRLF
 	QueueID string // i at end of message; "" = a fresh one
+	// NoMacros sends no macros at all, as an MTA configured without them:
+	// whatever go-milter kept from the previous message stays around.
+	NoMacros bool
 }
 
 // outcome is what the milter answered.
@@ -397,7 +397,13 @@ func (m *mta) send(ml mail) outcome {
 	if ml.Auth != "" {
 		kv = append(kv, "{auth_authen}", ml.Auth, "{auth_type}", "PLAIN")
 	}
-	if err := s.Macros(gomilter.CodeMail, kv...); err != nil {
+	macros := func(code gomilter.Code, kv ...string) error {
+		if ml.NoMacros {
+			return nil
+		}
+		return s.Macros(code, kv...)
+	}
+	if err := macros(gomilter.CodeMail, kv...); err != nil {
 		return fail("mail", err)
 	}
 	act, err := s.Mail(ml.From, nil)
@@ -410,7 +416,7 @@ func (m *mta) send(ml mail) outcome {
 	}
 	accepted := 0
 	for _, r := range ml.Rcpts {
-		if err := s.Macros(gomilter.CodeRcpt, "i", qid, "{rcpt_addr}", r); err != nil {
+		if err := macros(gomilter.CodeRcpt, "i", qid, "{rcpt_addr}", r); err != nil {
 			return fail("rcpt", err)
 		}
 		act, err := s.Rcpt(r, nil)
@@ -466,7 +472,7 @@ func (m *mta) send(ml mail) outcome {
 		}
 		body = body[n:]
 	}
-	if err := s.Macros(gomilter.CodeEOB, "i", qid); err != nil {
+	if err := macros(gomilter.CodeEOB, "i", qid); err != nil {
 		return fail("eom", err)
 	}
 	mods, act, err := s.End()
@@ -512,7 +518,9 @@ func textMail(from, msgID, body string) string {
 
 var msgSeq atomic.Int64
 
-func newMsgID() string { return fmt.Sprintf("%d.%d@example.test", time.Now().UnixNano(), msgSeq.Add(1)) }
+func newMsgID() string {
+	return fmt.Sprintf("%d.%d@example.test", time.Now().UnixNano(), msgSeq.Add(1))
+}
 
 // writeFile writes a file for an external program.
 func writeFile(t testing.TB, dir, name, data string) string {
