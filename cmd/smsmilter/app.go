@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/smsmilter/smsmilter/internal/config"
 	"github.com/smsmilter/smsmilter/internal/store"
@@ -43,4 +47,15 @@ func (a *app) withStore(f func(cfg *config.Config, st store.Store) int) int {
 	}
 	defer st.Close()
 	return f(cfg, st)
+}
+
+// readFirstLine returns the first line of r without its line end (for
+// passwords piped in: `printf '%s\n' pw | smsmilter mailbox passwd ...`).
+func readFirstLine(r io.Reader) (string, error) {
+	br := bufio.NewReader(io.LimitReader(r, 4096))
+	line, err := br.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
 }

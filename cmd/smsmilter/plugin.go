@@ -5,8 +5,11 @@ import (
 	"sort"
 	"strings"
 
+	pop3plugin "github.com/smsmilter/smsmilter/plugins/pop3"
 	"github.com/smsmilter/smsmilter/plugins/sdk"
+	"github.com/smsmilter/smsmilter/transports/modem"
 	"github.com/smsmilter/smsmilter/transports/outbox"
+	"github.com/smsmilter/smsmilter/transports/smpp"
 )
 
 // builtinTransports maps the built-in transport names (a transport's
@@ -14,8 +17,8 @@ import (
 func builtinTransports() map[string]func(*slog.Logger) sdk.Transport {
 	return map[string]func(*slog.Logger) sdk.Transport{
 		"outbox": outbox.New,
-		// "smpp":  smpp.New,  (transports/smpp)
-		// "modem": modem.New, (transports/modem)
+		"smpp":   smpp.New,
+		"modem":  modem.New,
 	}
 }
 
@@ -32,6 +35,9 @@ that it is a plugin and exits 1.`},
 
 func cmdPlugin(a *app, args []string) int {
 	transports := builtinTransports()
+	if len(args) == 1 && args[0] == "pop3" {
+		return a.servePOP3()
+	}
 	if len(args) != 1 {
 		return a.usageError("plugin", "plugin takes one NAME: %s", names(transports))
 	}
@@ -52,6 +58,25 @@ func names(m map[string]func(*slog.Logger) sdk.Transport) string {
 	for k := range m {
 		s = append(s, k)
 	}
+	s = append(s, "pop3")
 	sort.Strings(s)
 	return strings.Join(s, ", ")
+}
+
+// servePOP3 runs the POP3 plugin. Unlike transports it reads the config
+// (passed by the daemon as --config) to open the store for the mailbox
+// passwords, which `smsmilter mailbox passwd` writes there.
+func (a *app) servePOP3() int {
+	log := sdk.Logger()
+	cfg, code := a.loadConfig()
+	if cfg == nil {
+		return code
+	}
+	st, code := a.openStore(cfg)
+	if st == nil {
+		return code
+	}
+	defer st.Close()
+	pop3plugin.Serve(st, log)
+	return exitOK
 }
