@@ -64,9 +64,9 @@ type Daemon struct {
 	dispatcher *dispatch.Dispatcher
 	router     *replies.Router
 
-	http       *http.Server
-	bgCancel   context.CancelFunc
-	bgWG       sync.WaitGroup
+	http     *http.Server
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
 
 	mu         sync.Mutex
 	transports map[string]*pluginhost.Plugin
