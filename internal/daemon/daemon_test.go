@@ -1,0 +1,324 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/smsmilter/smsmilter/internal/config"
+	"github.com/smsmilter/smsmilter/internal/store"
+	"github.com/smsmilter/smsmilter/internal/store/sqlite"
+	"github.com/smsmilter/smsmilter/internal/testutil"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// smsmilterBinary builds the real binary once: the daemon re-executes it
+// for its built-in plugins.
+func smsmilterBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "smsmilter-daemon-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "smsmilter")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/smsmilter/smsmilter/cmd/smsmilter").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+type running struct {
+	d      *Daemon
+	cancel context.CancelFunc
+	done   chan int
+	log    *syncBuf
+	dir    string
+	cfg    string
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const baseConfig = `milter:
+  listen: inet:127.0.0.1:0
+  drain_timeout: %s
+http:
+  listen: 127.0.0.1:0
+sms_domains: [sms.example.com]
+state_dir: %s
+transports:
+  out:
+    plugin: outbox
+    settings:
+      path: %s
+mail:
+  smtp: 127.0.0.1:9
+  from: smsmilter@example.com
+`
+
+func start(t *testing.T, stateDir string, drain string) *running {
+	t.Helper()
+	self := smsmilterBinary(t)
+	dir := t.TempDir()
+	if stateDir == "" {
+		stateDir = filepath.Join(dir, "state")
+	}
+	cfgPath := filepath.Join(dir, "smsmilter.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(baseConfig, drain, stateDir, filepath.Join(dir, "outbox.jsonl"))), 0o644)
+	r := &running{done: make(chan int, 1), log: &syncBuf{}, dir: dir, cfg: cfgPath}
+	ready := make(chan *Daemon, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		r.done <- Run(ctx, Options{ConfigPath: cfgPath, Self: self, Stderr: r.log, Ready: func(d *Daemon) { ready <- d }})
+	}()
+	select {
+	case r.d = <-ready:
+	case code := <-r.done:
+		t.Fatalf("daemon exited %d:\n%s", code, r.log.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("daemon did not start:\n%s", r.log.String())
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(60 * time.Second):
+			t.Errorf("daemon did not stop")
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", r.log.String())
+		}
+	})
+	return r
+}
+
+func (r *running) stop(t *testing.T) int {
+	t.Helper()
+	r.cancel()
+	select {
+	case code := <-r.done:
+		r.done <- code
+		return code
+	case <-time.After(60 * time.Second):
+		t.Fatal("daemon did not stop")
+	}
+	return -1
+}
+
+func (r *running) healthz(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + r.d.HTTPAddr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHealthzAndMetrics(t *testing.T) {
+	r := start(t, "", "5s")
+	code, body := r.healthz(t)
+	if code != 200 || !strings.Contains(body, "store: ok") || !strings.Contains(body, "milter: ok") {
+		t.Fatalf("healthz %d %q", code, body)
+	}
+	resp, err := http.Get("http://" + r.d.HTTPAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"smsmilter_messages_total", "smsmilter_eom_seconds", `smsmilter_queue_jobs{state="queued"}`} {
+		if !strings.Contains(string(b), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+}
+
+// A bad config sent with SIGHUP is logged (daemon log and event log) and
+// the old one keeps running.
+func TestReloadKeepsOldConfigOnError(t *testing.T) {
+	r := start(t, "", "5s")
+	good, _ := os.ReadFile(r.cfg)
+	os.WriteFile(r.cfg, []byte("milter:\n  listn: x\n"), 0o644)
+	if err := r.d.Reload(); err == nil {
+		t.Fatal("bad config accepted")
+	}
+	if got := r.d.Config().SMSDomains; len(got) != 1 || got[0] != "sms.example.com" {
+		t.Fatalf("config in force changed: %v", got)
+	}
+	if !strings.Contains(r.log.String(), "config reload failed") || !strings.Contains(r.log.String(), `unknown key \"listn\"`) && !strings.Contains(r.log.String(), `unknown key "listn"`) {
+		t.Errorf("daemon log does not say why:\n%s", r.log.String())
+	}
+	// A good config with a changed listen address reloads and says the
+	// change needs a restart.
+	changed := strings.Replace(string(good), "sms_domains: [sms.example.com]", "sms_domains: [sms.example.com, sms2.example.com]", 1)
+	changed = strings.Replace(changed, "listen: inet:127.0.0.1:0", "listen: inet:127.0.0.1:1", 1)
+	os.WriteFile(r.cfg, []byte(changed), 0o644)
+	if err := r.d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.d.Config().SMSDomains; len(got) != 2 {
+		t.Fatalf("reload did not take effect: %v", got)
+	}
+	code := r.stop(t)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	st, err := sqlite.OpenDir(context.Background(), r.d.Config().StateDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	evs, _ := st.ListEvents(context.Background(), store.EventConfig, time.Time{}, 0)
+	var msgs []string
+	for _, e := range evs {
+		msgs = append(msgs, e.Message)
+	}
+	all := strings.Join(msgs, "\n")
+	if !strings.Contains(all, "config reload failed; the old config keeps running") || !strings.Contains(all, "need a restart to take effect: milter.listen") {
+		t.Errorf("event log:\n%s", all)
+	}
+}
+
+// SIGTERM (ctx end) lets a session in progress finish within
+// milter.drain_timeout, refuses new connections, and exits 0.
+func TestDrainLetsOpenSessionFinish(t *testing.T) {
+	r := start(t, "", "10s")
+	addr := r.d.MilterAddr().String()
+	s, err := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+		Dialer: &net.Dialer{Timeout: 5 * time.Second}, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+		ActionMask: gomilter.OptAddHeader | gomilter.OptRemoveRcpt,
+	}).Session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Conn("client.test", gomilter.FamilyInet, 25, "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Mail("alice@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rcpt("bob@example.org", nil); err != nil {
+		t.Fatal(err)
+	}
+	r.cancel() // SIGTERM
+	time.Sleep(300 * time.Millisecond)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("new connections are still accepted while draining")
+	}
+	// The open session still gets its answers.
+	act, err := s.HeaderField("Subject", "hi")
+	if err != nil || act.Code != gomilter.ActAccept && act.Code != gomilter.ActContinue {
+		t.Fatalf("session cut off while draining: %v %+v", err, act)
+	}
+	s.Close()
+	select {
+	case code := <-r.done:
+		r.done <- code
+		if code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("did not exit after the last session closed")
+	}
+}
+
+func TestBadConfigExits2(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(p, []byte("sms_domains: []\nbogus: 1\n"), 0o644)
+	var log syncBuf
+	code := Run(context.Background(), Options{ConfigPath: p, Self: "/bin/false", Stderr: &log})
+	if code != 2 || !strings.Contains(log.String(), "bad.yaml:2:") {
+		t.Fatalf("exit %d, output %q", code, log.String())
+	}
+}
+
+// /healthz answers 503 naming the store while it cannot be written (disk
+// full), and 200 again once it can.
+func TestHealthzStoreFailure(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		if testutil.InCI() {
+			t.Fatalf("mount tmpfs: %v %s", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	r := start(t, filepath.Join(mnt, "state"), "2s")
+	if code, body := r.healthz(t); code != 200 {
+		t.Fatalf("healthz before: %d %s", code, body)
+	}
+	filler := filepath.Join(mnt, "filler")
+	exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=1M", "count=16").Run()
+	code, body := r.healthz(t)
+	if code != 503 || !strings.Contains(body, "store: unavailable") {
+		t.Fatalf("healthz with the disk full: %d %q", code, body)
+	}
+	os.Remove(filler)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body = r.healthz(t)
+		if code == 200 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if code != 200 {
+		t.Fatalf("healthz after space came back: %d %q", code, body)
+	}
+	r.stop(t)
+}
+
+func TestLogIsJSONWhenAsked(t *testing.T) {
+	var b bytes.Buffer
+	log := newLogger(&b, config.Log{Format: "json", Level: "info"})
+	log.Info("hello", "k", "v")
+	var m map[string]any
+	if err := json.Unmarshal(b.Bytes(), &m); err != nil || m["msg"] != "hello" {
+		t.Fatalf("%q: %v", b.String(), err)
+	}
+}
