@@ -50,6 +50,9 @@ type Options struct {
 	SendTimeout time.Duration
 	// Poll is how often the queue is read when nobody calls Wake (default 1s).
 	Poll time.Duration
+	// Backoff is the wait before the next attempt after n attempts
+	// (default Backoff).
+	Backoff func(attempts int) time.Duration
 }
 
 // Dispatcher moves jobs from the queue to transports.
@@ -94,6 +97,9 @@ func New(o Options) *Dispatcher {
 	}
 	if o.Poll <= 0 {
 		o.Poll = time.Second
+	}
+	if o.Backoff == nil {
+		o.Backoff = Backoff
 	}
 	return &Dispatcher{
 		o:        o,
@@ -238,7 +244,7 @@ func (d *Dispatcher) handle(ctx, stop context.Context, j store.Job) {
 		d.fail(ctx, j, reason)
 		return
 	}
-	next := d.o.Now().Add(Backoff(j.Attempts))
+	next := d.o.Now().Add(d.o.Backoff(j.Attempts))
 	if next.Sub(j.Created) > cfg.SMS.MaxAge {
 		d.fail(ctx, j, fmt.Sprintf("not sent within sms.max_age (%s): %s", cfg.SMS.MaxAge, reason))
 		return
