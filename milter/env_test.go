@@ -209,6 +209,7 @@ func (e *env) mails() []store.Mail {
 
 func (e *env) events(kind string) []store.Event {
 	e.t.Helper()
+	e.h.Wait()
 	evs, err := e.sq.ListEvents(context.Background(), kind, time.Time{}, 0)
 	if err != nil {
 		e.t.Fatal(err)

@@ -74,6 +74,7 @@ func (h *Handler) Plan(ctx context.Context, in *Input, all bool) *Plan {
 // policy (verdicts, rule, thresholds), body to SMS text, quota.
 func (h *Handler) plan(ctx context.Context, rt *runtime, in *Input, all bool) *Plan {
 	p := &Plan{MessageID: messageID(in.Header)}
+	h.reg.sync(ctx)
 	d, err := rt.eval.Decide(ctx, in.message(), all)
 	if err != nil {
 		p.Err = asReply(err, 451, "4.7.0", "cannot check the sender now; try again later")
@@ -101,7 +102,7 @@ func (h *Handler) plan(ctx context.Context, rt *runtime, in *Input, all bool) *P
 		p.Err = smtpreply.New(550, "5.7.1", "no rule authorizes this sender")
 		return p
 	}
-	u, err := h.store.GetUser(ctx, d.Rule.User)
+	u, err := h.reg.GetUser(ctx, d.Rule.User)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			p.Err = smtpreply.New(550, "5.7.1", "forwarding user %q of rule %s:%s does not exist", d.Rule.User, d.Rule.Kind, d.Rule.Pattern)
@@ -202,7 +203,7 @@ func (s *session) endOfMessage(ctx context.Context, m *gomilter.Modifier) gomilt
 			return reply(p.Err)
 		}
 		h.metrics.messages.WithLabelValues("refused").Inc()
-		h.event(ctx, store.EventRefused, p.Err.Error(), s.eventFields(p))
+		h.eventLater(store.EventRefused, p.Err.Error(), s.eventFields(p))
 		if s.others == 0 {
 			log.Info("refused", append(fields, "outcome", "refused", "reason", p.Err.Error())...)
 			return reply(p.Err)
@@ -240,7 +241,7 @@ func (s *session) endOfMessage(ctx context.Context, m *gomilter.Modifier) gomilt
 	log.Info("queued", append(fields, "outcome", "queued", "jobs", jobList, "duplicates", res.Duplicates)...)
 	ef := s.eventFields(p)
 	ef["jobs"] = jobList
-	h.event(ctx, store.EventAccepted, fmt.Sprintf("%d SMS queued for %s (rule %s:%s, user %s)",
+	h.eventLater(store.EventAccepted, fmt.Sprintf("%d SMS queued for %s (rule %s:%s, user %s)",
 		len(ids), orNull(s.from), p.Decision.Rule.Kind, p.Decision.Rule.Pattern, p.User.Name), ef)
 	s.checkNewIP(ctx, p)
 
@@ -268,7 +269,7 @@ func (s *session) tooBigMixed(ctx context.Context, m *gomilter.Modifier, log *sl
 		return reply(e)
 	}
 	log.Info("refused", "outcome", "too_big_sms_part", "size", s.size, "reason", e.Error(), "to", s.numbers())
-	s.h.event(ctx, store.EventRefused, e.Error(), s.eventFields(&Plan{}))
+	s.h.eventLater(store.EventRefused, e.Error(), s.eventFields(&Plan{}))
 	s.dropSMSRecipients(m)
 	for _, r := range s.verdicts {
 		m.DeleteRecipient(r)
@@ -419,10 +420,32 @@ func verdictText(v policy.Verdict) string {
 }
 
 func (h *Handler) event(ctx context.Context, kind, msg string, fields map[string]string) {
-	if err := h.store.LogEvent(ctx, store.Event{Time: h.now(), Kind: kind, Message: msg, Fields: fields}); err != nil {
-		h.log.Warn("cannot write event log", "kind", kind, "err", err.Error())
+	h.writeEvent(ctx, store.Event{Time: h.now(), Kind: kind, Message: msg, Fields: fields})
+}
+
+func (h *Handler) writeEvent(ctx context.Context, e store.Event) {
+	if err := h.store.LogEvent(ctx, e); err != nil {
+		h.log.Warn("cannot write event log", "kind", e.Kind, "err", err.Error())
 	}
 }
+
+// eventLater writes an event after the milter has answered. The accepted
+// and refused events are for `smsmilter log`, not part of the decision:
+// committing them before the answer would put a second commit (an fsync)
+// on every message's path. Server.Shutdown waits for them.
+func (h *Handler) eventLater(kind, msg string, fields map[string]string) {
+	e := store.Event{Time: h.now(), Kind: kind, Message: msg, Fields: fields}
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		h.writeEvent(ctx, e)
+	}()
+}
+
+// Wait waits for the event log writes of messages already answered.
+func (h *Handler) Wait() { h.bg.Wait() }
 
 // checkNewIP tells the admin, once per rule and IP ever, that a new server
 // sent accepted mail for a rule (DESIGN.md §4, from the Email2SMS seed).
@@ -433,7 +456,7 @@ func (s *session) checkNewIP(ctx context.Context, p *Plan) {
 		return
 	}
 	ip := s.cs.clientIP.String()
-	isNew, err := h.store.SeeClientIP(ctx, r.ID, ip, h.now())
+	isNew, err := h.reg.SeeClientIP(ctx, r.ID, ip, h.now())
 	if err != nil {
 		h.log.Warn("cannot record the sending server", "rule", r.Kind+":"+r.Pattern, "client_ip", ip, "err", err.Error())
 		return

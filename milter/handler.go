@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/smsmilter/smsmilter/internal/config"
 	"github.com/smsmilter/smsmilter/internal/dnsresolver"
+	"github.com/smsmilter/smsmilter/internal/phone"
 	"github.com/smsmilter/smsmilter/internal/store"
 	"github.com/smsmilter/smsmilter/policy"
 )
@@ -44,6 +46,8 @@ type Handler struct {
 	now     func() time.Time
 	queued  func()
 	rt      atomic.Pointer[runtime]
+	bg      sync.WaitGroup // eventLater writes
+	reg     *regCache
 }
 
 // runtime is everything derived from one config: built whole before it is
@@ -53,6 +57,43 @@ type runtime struct {
 	smsDomains map[string]bool
 	strip      []*regexp.Regexp
 	eval       *policy.Evaluator
+	numbers    numberCache
+}
+
+// numberCache remembers ParseRecipient's verdicts: libphonenumber costs
+// tens of microseconds a number, and mail goes to the same few numbers
+// over and over. It lives in the runtime because the verdicts depend on
+// numbers.default_region and allowed_regions.
+type numberCache struct {
+	mu sync.Mutex
+	m  map[string]parsedNumber
+}
+
+type parsedNumber struct {
+	n   phone.Number
+	err error
+}
+
+// numberCacheSize bounds the cache; when full it starts over, which is
+// cheaper than tracking use and good enough for a working set this small.
+const numberCacheSize = 4096
+
+func (rt *runtime) parseRecipient(local string) (phone.Number, error) {
+	c := &rt.numbers
+	c.mu.Lock()
+	p, ok := c.m[local]
+	c.mu.Unlock()
+	if ok {
+		return p.n, p.err
+	}
+	n, err := phone.ParseRecipient(local, rt.cfg.Numbers.DefaultRegion, rt.cfg.Numbers.AllowedRegions)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= numberCacheSize {
+		c.m = make(map[string]parsedNumber)
+	}
+	c.m[local] = parsedNumber{n, err}
+	c.mu.Unlock()
+	return n, err
 }
 
 // New builds a Handler; the config must already be validated.
@@ -70,6 +111,7 @@ func New(o Options) (*Handler, error) {
 	if o.Store == nil {
 		return nil, errors.New("milter: no store")
 	}
+	h.reg = newRegCache(o.Store)
 	if err := h.Reload(o.Config); err != nil {
 		return nil, err
 	}
@@ -114,7 +156,7 @@ func (h *Handler) newRuntime(cfg *config.Config) (*runtime, error) {
 		Resolver:             dnsresolver.New(cfg.DNS.Resolver, cfg.DNS.Timeout),
 		TrustedAuthservIDs:   cfg.Auth.TrustedAuthservIDs,
 		UpstreamStripsForged: cfg.Auth.UpstreamStripsForged,
-		Registry:             h.store,
+		Registry:             h.reg,
 		Log:                  h.log,
 	})
 	return rt, nil

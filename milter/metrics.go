@@ -56,6 +56,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "MTA connections closed because a milter step passed milter.timeout.",
 		}),
 	}
+	// Series that exist from the start: a dashboard or alert on
+	// rate(smsmilter_messages_total{outcome="refused"}) must not see "no
+	// data" before the first refusal.
+	for _, o := range []string{"passed", "queued", "refused", "tempfail", "too_big", "verdict"} {
+		m.messages.WithLabelValues(o)
+	}
 	if reg != nil {
 		reg.MustRegister(m.messages, m.verdicts, m.rcptRejected, m.refusedConns, m.jobs, m.eomLatency,
 			m.connections, m.protocolErrors, m.timeouts)

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -204,6 +205,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.handler.Wait()
 		return nil
 	case <-ctx.Done():
 	}
@@ -217,6 +219,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Warn("drain timeout: closed open milter connections; the MTA tempfails their messages", "connections", n)
 	}
 	<-done
+	s.handler.Wait()
 	return ctx.Err()
 }
 
@@ -234,8 +237,11 @@ type conn struct {
 	server  *Server
 	timeout time.Duration
 
-	// Read-side framing, to tell where a packet starts: go-milter reads
-	// each packet with exact-size reads, never across packets.
+	// go-milter reads each packet in two exact-size reads (length, then
+	// the rest): buffered, a command and its macros take one read(2).
+	br *bufio.Reader
+	// Read-side framing, to tell where a packet starts: go-milter never
+	// reads across packets.
 	hdr       [4]byte
 	hdrN      int
 	remaining uint32
@@ -252,7 +258,9 @@ func newConn(nc net.Conn, s *Server, timeout time.Duration) *conn {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	return &conn{Conn: nc, server: s, timeout: timeout, done: make(chan struct{})}
+	c := &conn{Conn: nc, server: s, timeout: timeout, done: make(chan struct{})}
+	c.br = bufio.NewReaderSize(rawReader{nc}, 4096)
+	return c
 }
 
 func (c *conn) setInMessage(v bool) { c.inMessage.Store(v) }
@@ -279,7 +287,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		}
 		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.br.Read(p)
 	c.track(p[:n])
 	if err != nil {
 		if c.drained.Load() {
@@ -294,6 +302,11 @@ func (c *conn) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// rawReader hides the net.Conn's other methods from bufio.
+type rawReader struct{ r io.Reader }
+
+func (r rawReader) Read(p []byte) (int, error) { return r.r.Read(p) }
 
 // track follows packet boundaries through the bytes read.
 func (c *conn) track(b []byte) {

@@ -228,7 +228,7 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 		s.rcptRejected(rcpt, e)
 		return reply(e), nil
 	}
-	n, err := phone.ParseRecipient(local, cfg.Numbers.DefaultRegion, cfg.Numbers.AllowedRegions)
+	n, err := s.rt.parseRecipient(local)
 	if err != nil {
 		e, ok := smtpreply.As(err)
 		if !ok {
