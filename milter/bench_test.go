@@ -32,9 +32,9 @@ import (
 // milter's alone, and drives it over loopback from here with go-milter's
 // client, like an MTA with many SMTP sessions at once.
 const (
-	benchServeEnv = "SMSMILTER_BENCH_SERVE" // state directory of the child
-	benchConnsEnv = "SMSMILTER_BENCH_CONNS" // client connections, default 64
-	benchClientIP = "10.20.30.40"           // inside the benchmark's ip rule
+	benchServeEnv = "SMSMILTER_BENCH_SERVE"      // state directory of the child
+	benchConnsEnv = "SMSMILTER_BENCH_CONNS"      // client connections, default 64
+	benchClientIP = "10.20.30.40"                // inside the benchmark's ip rule
 	benchProfEnv  = "SMSMILTER_BENCH_CPUPROFILE" // file prefix: the child writes PREFIX-<pid>.pprof
 )
 
