@@ -17,6 +17,7 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smsmilter/smsmilter/internal/config"
 	"github.com/smsmilter/smsmilter/internal/dnsresolver/dnstest"
@@ -81,6 +82,12 @@ type envOption func(*config.Config)
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
+	return newEnvReg(t, nil, opts...)
+}
+
+// newEnvReg is newEnv with the milter's metrics registered on reg.
+func newEnvReg(t testing.TB, reg prometheus.Registerer, opts ...envOption) *env {
+	t.Helper()
 	e := &env{t: t, log: &syncBuffer{}}
 	e.dns = dnstest.NewServer(t)
 	e.dns.TXT("example.test", "v=spf1 ip4:"+goodIP+" -all")
@@ -108,7 +115,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.seedRegistry()
 
 	spool := mailer.NewSpool(e.st, func() string { return cfg.Mail.SMTP }, logger)
-	e.h, err = New(Options{Config: cfg, Store: e.st, Mail: spool, Log: logger, Queued: func() { e.queue.Add(1) }})
+	e.h, err = New(Options{Config: cfg, Store: e.st, Mail: spool, Log: logger, Metrics: NewMetrics(reg), Queued: func() { e.queue.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +136,16 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		}
 	})
 	return e
+}
+
+// sqliteReopen opens the env's store a second time, as the CLI does while
+// the daemon runs.
+func sqliteReopen(e *env) (*sqlite.Store, error) {
+	st, err := sqlite.Open(context.Background(), e.sq.Path(), nil)
+	if err == nil {
+		e.t.Cleanup(func() { st.Close() })
+	}
+	return st, err
 }
 
 // reload swaps in a changed copy of the config, as SIGHUP does.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -404,4 +405,53 @@ func TestListenUnix(t *testing.T) {
 		t.Fatalf("stale socket: %v", err)
 	}
 	ln.Close()
+}
+
+// The answer to OPTNEG: protocol version 2 (what go-milter speaks), only
+// the actions used, no OptNo*Reply flags (go-milter does not honour them),
+// unknown commands off, header values with their leading space, and the
+// macros wanted per stage (Postfix honours SymList with version 2).
+func TestNegotiation(t *testing.T) {
+	e := newEnv(t)
+	nc, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	r := &rawMTA{t: t, nc: nc}
+	opt := make([]byte, 12)
+	binary.BigEndian.PutUint32(opt, 6)
+	binary.BigEndian.PutUint32(opt[4:], 0x1ff)
+	binary.BigEndian.PutUint32(opt[8:], 0x1fffff)
+	r.write('O', opt)
+	code, data := r.read()
+	if code != 'O' || len(data) < 12 {
+		t.Fatalf("OPTNEG answered %q %q", code, data)
+	}
+	version := binary.BigEndian.Uint32(data)
+	actions := gomilter.OptAction(binary.BigEndian.Uint32(data[4:]))
+	proto := gomilter.OptProtocol(binary.BigEndian.Uint32(data[8:]))
+	if version != 2 {
+		t.Errorf("version %d", version)
+	}
+	if actions != gomilter.OptRemoveRcpt|gomilter.OptSetSymList {
+		t.Errorf("actions %#x", actions)
+	}
+	noReply := gomilter.OptNoHeaderReply | gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilter.OptNoMailReply |
+		gomilter.OptNoRcptReply | gomilter.OptNoDataReply | gomilter.OptNoUnknownReply | gomilter.OptNoEOHReply | gomilter.OptNoBodyReply
+	if proto&noReply != 0 || proto&gomilter.OptNoUnknown == 0 || proto&gomilter.OptHeaderLeadingSpace == 0 {
+		t.Errorf("protocol %#x", proto)
+	}
+	syms := map[uint32]string{}
+	for rest := data[12:]; len(rest) > 4; {
+		stage := binary.BigEndian.Uint32(rest)
+		list, after, _ := strings.Cut(string(rest[4:]), "\x00")
+		syms[stage] = list
+		rest = []byte(after)
+	}
+	for stage, want := range map[gomilter.Stage]string{gomilter.StageMailFrom: "{auth_authen}", gomilter.StageEOM: "i", gomilter.StageConnect: "{daemon_name}"} {
+		if !slices.Contains(strings.Fields(syms[uint32(stage)]), want) {
+			t.Errorf("SymList for stage %d is %q, want %s", stage, syms[uint32(stage)], want)
+		}
+	}
 }

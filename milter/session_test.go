@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	gomilter "github.com/emersion/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smsmilter/smsmilter/internal/config"
 	"github.com/smsmilter/smsmilter/internal/dnsresolver/dnstest"
@@ -618,5 +619,83 @@ func TestReloadMidMessage(t *testing.T) {
 	bad.Body.StripPatterns = []string{"("}
 	if err := e.h.Reload(&bad); err == nil || e.h.Config() != &next {
 		t.Errorf("bad config: err %v, config swapped %v", err, e.h.Config() != &next)
+	}
+}
+
+// A rule added with the CLI (another process, the same store) applies
+// from the next message, although the milter caches the registry.
+func TestRegistryEditApplies(t *testing.T) {
+	e := newEnv(t)
+	m := e.dial(goodIP)
+	send := func() string {
+		return m.send(mail{From: "erin@example.test", Rcpts: []string{gbMobile + "@sms.test"}, Raw: textMail("erin@example.test", newMsgID(), "hi")}).reply()
+	}
+	if r := send(); !strings.HasPrefix(r, "550 5.7.1") {
+		t.Fatalf("before the rule: %s", r)
+	}
+	other, err := sqliteReopen(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := registry.Rule(ruleSpec("address", "erin@example.test", "ops"))
+	if _, err := other.AddRule(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	if r := send(); r != "discard" {
+		t.Fatalf("after the rule was added: %s", r)
+	}
+	if err := other.AddUser(context.Background(), store.User{Name: "limited", SenderID: "X", Daily: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.dns.TXT("example.test", "v=spf1 -all") // DNS is never cached either
+	if r := send(); !strings.HasPrefix(r, "550 5.7.1") {
+		t.Fatalf("after SPF changed: %s", r)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnvReg(t, reg)
+	m := e.dial(goodIP)
+	m.send(mail{From: "alice@example.test", Rcpts: []string{"x@elsewhere.test"}, Raw: textMail("alice@example.test", newMsgID(), "a")})
+	m.send(mail{From: "alice@example.test", Rcpts: []string{gbMobile + "@sms.test", "+8180123@sms.test"}, Raw: textMail("alice@example.test", newMsgID(), "b")})
+	m.send(mail{From: "mallory@example.test", Rcpts: []string{gbMobile + "@sms.test"}, Raw: textMail("mallory@example.test", newMsgID(), "c")})
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, mt := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range mt.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case mt.Counter != nil:
+				got[key] = mt.Counter.GetValue()
+			case mt.Gauge != nil:
+				got[key] = mt.Gauge.GetValue()
+			case mt.Histogram != nil:
+				got[key] = float64(mt.Histogram.GetSampleCount())
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"smsmilter_messages_total,outcome=passed":       1,
+		"smsmilter_messages_total,outcome=queued":       1,
+		"smsmilter_messages_total,outcome=refused":      1,
+		"smsmilter_verdicts_total,check=spf,level=pass": 1,
+		"smsmilter_recipients_rejected_total":           1,
+		"smsmilter_jobs_queued_total":                   1,
+		"smsmilter_eom_seconds":                         2,
+		"smsmilter_milter_connections":                  1, // m is still open
+		"smsmilter_milter_protocol_errors_total":        0,
+		"smsmilter_connections_refused_total":           0,
+		"smsmilter_milter_timeouts_total":               0,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
 	}
 }
