@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"strings"
 
@@ -18,10 +19,26 @@ import (
 func (a *app) loadConfig() (*config.Config, int) {
 	cfg, err := config.Load(a.configPath)
 	if err != nil {
-		fmt.Fprintln(a.stderr, err)
+		a.configError(err)
 		return nil, exitUsage
 	}
 	return cfg, exitOK
+}
+
+// configError prints why the config did not load: its FILE:LINE: message
+// lines, or, for a file that cannot be read at all, which file and how to
+// name another one.
+func (a *app) configError(err error) {
+	var probs *config.Errors
+	if errors.As(err, &probs) {
+		fmt.Fprintln(a.stderr, err)
+		return
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	fmt.Fprintf(a.stderr, "smsmilter: cannot read the config file %s: %v\nName the right one with --config FILE (default %s).\n", a.configPath, err, defaultConfigPath)
 }
 
 // openStore opens the store the config names; the daemon may have it open

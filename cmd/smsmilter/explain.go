@@ -52,6 +52,9 @@ func cmdExplain(a *app, args []string) int {
 	if len(pos) != 1 {
 		return a.usageError(name, "give exactly one FILE.eml")
 	}
+	if *clientIP == "" {
+		return a.usageError(name, "--client-ip IP is required: the address of the server that sent the mail")
+	}
 	ip, err := netip.ParseAddr(*clientIP)
 	if err != nil {
 		return a.usageError(name, "--client-ip %q is not an IP address", *clientIP)

@@ -187,19 +187,20 @@ func (a *app) addRule(name string, args []string, kind string, withSecurity bool
 	}
 	return a.withStore(func(cfg *config.Config, st store.Store) int {
 		r.Created = time.Now()
-		r, err := st.AddRule(a.ctx, r)
+		added, err := st.AddRule(a.ctx, r)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			fmt.Fprintf(a.stderr, "smsmilter: unknown forwarding user %q; add it first with `smsmilter user add %s --sender-id ID`\n", rf.user, rf.user)
+			fmt.Fprintf(a.stderr, "smsmilter: unknown forwarding user %q; add it first with `smsmilter user add %s --sender-id ID`\n", r.User, r.User)
 			return exitFailed
 		case errors.Is(err, store.ErrDuplicate):
-			fmt.Fprintf(a.stderr, "smsmilter: there is already a %s rule for %s\n", kind, r.Pattern)
+			// AddRule returns no rule on error: name the one asked for.
+			fmt.Fprintf(a.stderr, "smsmilter: %s rule %s already exists (see `smsmilter list`)\n", kind, r.Pattern)
 			return exitFailed
 		case err != nil:
 			return a.storeError(err)
 		}
-		a.registryEvent(st, fmt.Sprintf("%s rule %s added for user %s", kind, r.Pattern, r.User), map[string]string{"rule": kind + ":" + r.Pattern, "user": r.User})
-		after(r)
+		a.registryEvent(st, fmt.Sprintf("%s rule %s added for user %s", kind, added.Pattern, added.User), map[string]string{"rule": kind + ":" + added.Pattern, "user": added.User})
+		after(added)
 		return exitOK
 	})
 }
@@ -365,7 +366,13 @@ func cmdAddressImport(a *app, args []string) int {
 			fmt.Fprintln(w, "ROW\tEMAIL\tUSER\tSECURITY\tDKIM\tSPF\tDMARC\tRESULT")
 			for _, r := range rows {
 				if r.Err != nil {
-					fmt.Fprintf(w, "%d\t\t\t\t\t\t\terror: %v\n", r.Num, r.Err)
+					// The pattern is known for rows that failed a registry
+					// check (duplicate, unknown user), not for bad addresses.
+					email, user := r.Rule.Pattern, r.Rule.User
+					if email == "" {
+						user = ""
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\t\t\t\t\terror: %v\n", r.Num, email, user, r.Err)
 					continue
 				}
 				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\twould add\n", r.Num, r.Rule.Pattern, r.Rule.User, r.Rule.Security, r.Rule.DKIM, r.Rule.SPF, r.Rule.DMARC)
@@ -420,6 +427,7 @@ func (a *app) notifyImported(cfg *config.Config, st store.Store, rules []store.R
 	if len(cfg.SMSDomains) > 0 {
 		dom = cfg.SMSDomains[0]
 	}
+	queued := 0
 	for _, r := range rules {
 		body := fmt.Sprintf("Hello,\n\nYou may now send SMS by email: write to +<number>@%s, for example\n+447400123456@%s, and the text of your mail is sent as an SMS.\n\nReplies to the SMS come back to you by email.\n", dom, dom)
 		m := &mailer.Message{From: cfg.Mail.From, To: r.Pattern, Subject: "You can now send SMS by email", Date: time.Now(), Body: body,
@@ -432,9 +440,13 @@ func (a *app) notifyImported(cfg *config.Config, st store.Store, rules []store.R
 		if err := spool.Submit(a.ctx, cfg.Mail.From, []string{r.Pattern}, data); err != nil {
 			return a.storeError(err)
 		}
+		queued++
 	}
 	spool.Flush(a.ctx)
-	fmt.Fprintf(a.stdout, "Queued %d notice mail(s) through %s.\n", len(rules), cfg.Mail.SMTP)
+	fmt.Fprintf(a.stdout, "Queued %d notice mail(s) for %s (mail.smtp); what the MTA does not take now, smsmilter serve retries.\n", queued, cfg.Mail.SMTP)
+	if queued < len(rules) {
+		return exitFailed
+	}
 	return exitOK
 }
 
@@ -447,8 +459,12 @@ func domainOf(addr string) string {
 
 func cmdList(a *app, args []string) int {
 	fs := flag.NewFlagSet("list", flag.ContinueOnError)
-	if _, ok := a.parseFlags(fs, "list", args); !ok {
+	pos, ok := a.parseFlags(fs, "list", args)
+	if !ok {
 		return exitUsage
+	}
+	if len(pos) > 0 {
+		return a.usageError("list", "list takes no arguments (got %q)", pos[0])
 	}
 	return a.withStore(func(cfg *config.Config, st store.Store) int {
 		users, err := st.ListUsers(a.ctx)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -34,14 +35,32 @@ func reportCommands() []command {
 	}
 }
 
+// eventKinds and jobStates are what --kind and --state accept: a typo
+// would otherwise show an empty list.
+var (
+	eventKinds = []string{store.EventAccepted, store.EventRefused, store.EventSent, store.EventFailed, store.EventReply,
+		store.EventNewIP, store.EventVerdict, store.EventReceipt, store.EventConfig, store.EventRegistry}
+	jobStates = []string{store.JobQueued, store.JobSending, store.JobSent, store.JobDelivered, store.JobFailed}
+)
+
 func cmdLog(a *app, args []string) int {
 	fs := flag.NewFlagSet("log", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "JSON lines")
 	kind := fs.String("kind", "", "event kind")
 	since := fs.Duration("since", 0, "only the last DURATION")
 	limit := fs.Int("limit", 200, "newest N")
-	if _, ok := a.parseFlags(fs, "log", args); !ok {
+	pos, ok := a.parseFlags(fs, "log", args)
+	if !ok {
 		return exitUsage
+	}
+	if len(pos) > 0 {
+		return a.usageError("log", "log takes no arguments (got %q)", pos[0])
+	}
+	if *kind != "" && !slices.Contains(eventKinds, *kind) {
+		return a.usageError("log", "--kind %q: want one of %s", *kind, strings.Join(eventKinds, ", "))
+	}
+	if *since < 0 || *limit < 0 {
+		return a.usageError("log", "--since and --limit must not be negative")
 	}
 	return a.withStore(func(cfg *config.Config, st store.Store) int {
 		var from time.Time
@@ -92,8 +111,18 @@ func cmdQueue(a *app, args []string) int {
 	asJSON := fs.Bool("json", false, "JSON lines")
 	state := fs.String("state", "", "job state")
 	limit := fs.Int("limit", 100, "at most N")
-	if _, ok := a.parseFlags(fs, "queue", args); !ok {
+	pos, ok := a.parseFlags(fs, "queue", args)
+	if !ok {
 		return exitUsage
+	}
+	if len(pos) > 0 {
+		return a.usageError("queue", "queue takes no arguments (got %q)", pos[0])
+	}
+	if *state != "" && !slices.Contains(jobStates, *state) {
+		return a.usageError("queue", "--state %q: want one of %s", *state, strings.Join(jobStates, ", "))
+	}
+	if *limit < 0 {
+		return a.usageError("queue", "--limit must not be negative")
 	}
 	return a.withStore(func(cfg *config.Config, st store.Store) int {
 		jobs, err := st.ListJobs(a.ctx, *state, *limit)

@@ -34,6 +34,11 @@ func cmdServe(a *app, args []string) int {
 	if len(args) > 0 {
 		return a.usageError("serve", "serve takes no arguments (got %q)", args[0])
 	}
+	// The daemon loads the config itself (and again on SIGHUP); checking it
+	// here first gives a missing or broken file the CLI's messages.
+	if cfg, code := a.loadConfig(); cfg == nil {
+		return code
+	}
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(a.stderr, "smsmilter: cannot find my own binary to run the built-in plugins: %v\n", err)
@@ -48,7 +53,7 @@ func cmdCheckConfig(a *app, args []string) int {
 	}
 	cfg, err := config.Load(a.configPath)
 	if err != nil {
-		fmt.Fprintln(a.stderr, err)
+		a.configError(err)
 		return exitUsage
 	}
 	fmt.Fprintf(a.stdout, "%s: OK (%d SMS domain(s), %d transport(s), %d route(s))\n", a.configPath, len(cfg.SMSDomains), len(cfg.Transports), len(cfg.Routes))
