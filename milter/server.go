@@ -16,6 +16,8 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+
+	"github.com/smsmilter/smsmilter/internal/config"
 )
 
 // Listen opens the milter listener: network "tcp" or "unix", as
@@ -104,7 +106,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		tempDelay = 0
 		cfg := s.handler.Config()
 		s.mu.Lock()
-		if len(s.conns) >= cfg.Milter.MaxConnections || s.draining.Load() {
+		if len(s.conns) >= maxConnections(cfg) || s.draining.Load() {
 			s.mu.Unlock()
 			// Refusing is better than stalling the sessions we already
 			// have; the MTA applies milter_default_action (tempfail).
@@ -117,7 +119,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		c := newConn(nc, s, cfg.Milter.Timeout)
+		c := newConn(nc, s, stepTimeout(cfg))
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.handler.metrics.connections.Inc()
@@ -254,10 +256,23 @@ type conn struct {
 	done      chan struct{}
 }
 
-func newConn(nc net.Conn, s *Server, timeout time.Duration) *conn {
-	if timeout <= 0 {
-		timeout = 30 * time.Second
+// stepTimeout and maxConnections guard against a config built without
+// Load (tests, explain): zero would refuse everything.
+func stepTimeout(cfg *config.Config) time.Duration {
+	if cfg.Milter.Timeout > 0 {
+		return cfg.Milter.Timeout
 	}
+	return 30 * time.Second
+}
+
+func maxConnections(cfg *config.Config) int {
+	if cfg.Milter.MaxConnections > 0 {
+		return cfg.Milter.MaxConnections
+	}
+	return 500
+}
+
+func newConn(nc net.Conn, s *Server, timeout time.Duration) *conn {
 	c := &conn{Conn: nc, server: s, timeout: timeout, done: make(chan struct{})}
 	c.br = bufio.NewReaderSize(rawReader{nc}, 4096)
 	return c

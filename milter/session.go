@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -154,9 +155,26 @@ func (s *session) finish(r gomilter.Response) gomilter.Response {
 // reply makes a custom SMTP reply. go-milter keeps the session for custom
 // replies (ActReplyCode), unlike RespReject/RespTempFail which reset it.
 // Postfix and Sendmail read the text as a format where "%%" is "%".
+//
+// The line is kept to printable ASCII and to 500 octets: SMTP reply lines
+// are at most 512 (RFC 5321 §4.5.3.1.5), and an MTA that cannot pass a
+// reply on may drop it for a generic one.
 func reply(e *smtpreply.Error) gomilter.Response {
-	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), strings.ReplaceAll(e.Error(), "%", "%%"))
+	line := strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, e.Error())
+	if len(line) > maxReplyLen {
+		line = line[:maxReplyLen-3] + "..."
+	}
+	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), strings.ReplaceAll(line, "%", "%%"))
 }
+
+// maxReplyLen bounds a reply line before "%" is doubled: Postfix and
+// Sendmail undo the doubling before the line goes out.
+const maxReplyLen = 500
 
 func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
 	if s.cs.connected {
@@ -220,7 +238,9 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 		return gomilter.RespContinue, nil
 	}
 	if strings.EqualFold(local, cfg.VerdictLocalPart) {
-		s.verdicts = append(s.verdicts, rcpt)
+		if !slices.ContainsFunc(s.verdicts, func(v string) bool { return strings.EqualFold(v, rcpt) }) {
+			s.verdicts = append(s.verdicts, rcpt)
+		}
 		return gomilter.RespContinue, nil
 	}
 	if len(s.rcpts) >= cfg.SMS.MaxRecipients {
@@ -359,7 +379,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if !s.smsMail() {
 		return s.pass(), nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.rt.cfg.Milter.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout(s.rt.cfg))
 	defer cancel()
 	start := time.Now()
 	resp := s.endOfMessage(ctx, m)
