@@ -149,3 +149,32 @@ func TestForgedAuthenticationResults(t *testing.T) {
 		t.Error("the forged header is not logged")
 	}
 }
+
+// Security "auth": the {auth_authen} macro of MAIL, of this message only.
+func TestAuthSecurity(t *testing.T) {
+	e := newEnv(t)
+	e.addRule(registry.RuleSpec{Kind: store.KindAddress, Pattern: "frank@example.test", User: "ops", Security: "auth", DKIM: "fail", SPF: "fail", DMARC: "fail"})
+	m := e.dial(badIP) // SPF fails: only the login counts
+	for _, tc := range []struct {
+		name, auth string
+		noMacros   bool
+		reply      string
+	}{
+		{"login is the address", "frank@example.test", false, "discard"},
+		{"login is the local part", "Frank", false, "discard"},
+		{"another login", "mallory", false, "550 5.7.1"},
+		{"not authenticated", "", false, "550 5.7.1"},
+		{"authenticated before", "frank@example.test", false, "discard"},
+		// The MTA sent no macros for this MAIL: the previous message's
+		// login must not carry over.
+		{"no macros this time", "", true, "550 5.7.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := m.send(mail{From: "frank@example.test", Auth: tc.auth, NoMacros: tc.noMacros, Rcpts: []string{gbMobile + "@sms.test"},
+				Raw: textMail("frank@example.test", newMsgID(), "via submission")})
+			if !strings.HasPrefix(o.reply(), tc.reply) {
+				t.Errorf("got %q, want %q", o.reply(), tc.reply)
+			}
+		})
+	}
+}
