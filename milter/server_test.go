@@ -62,7 +62,7 @@ func (r *rawMTA) write(code byte, data []byte) {
 // connection (or after 5 s without an answer, which fails the test).
 func (r *rawMTA) read() (byte, []byte) {
 	r.t.Helper()
-	r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r.nc.SetReadDeadline(time.Now().Add(8 * time.Second))
 	var n uint32
 	if err := binary.Read(r.nc, binary.BigEndian, &n); err != nil {
 		var ne net.Error
@@ -236,19 +236,21 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 
 func TestStepTimeout(t *testing.T) {
 	const step = 300 * time.Millisecond
-	e := newEnv(t, func(c *config.Config) { c.Milter.Timeout = step })
+	const idle = 4 * step
+	e := newEnv(t, func(c *config.Config) { c.Milter.Timeout = step; c.Milter.IdleTimeout = idle })
 	for _, tc := range []struct {
 		name  string
+		idle  bool // waiting between commands: milter.idle_timeout applies
 		stall func(r *rawMTA)
 	}{
-		{"idle after HELO", func(r *rawMTA) {}},
-		{"half a packet", func(r *rawMTA) { r.nc.Write([]byte{0, 0, 0, 100, 'M', '<', 'a'}) }},
-		{"mid-message", func(r *rawMTA) {
+		{"idle after HELO", true, func(r *rawMTA) {}},
+		{"half a packet", false, func(r *rawMTA) { r.nc.Write([]byte{0, 0, 0, 100, 'M', '<', 'a'}) }},
+		{"mid-message", true, func(r *rawMTA) {
 			r.expect('M', cstr("<alice@example.test>"))
 			r.expect('R', cstr("<"+gbMobile+"@sms.test>"))
 			r.expect('L', cstr("From", " alice@example.test"))
 		}},
-		{"a slow trickle", func(r *rawMTA) {
+		{"a slow trickle", false, func(r *rawMTA) {
 			// Each byte in time, the packet never whole: the deadline is
 			// per packet, not per read.
 			for _, b := range []byte{0, 0, 0, 30, 'M', '<', 'a', 'l', 'i', 'c', 'e'} {
@@ -268,8 +270,12 @@ func TestStepTimeout(t *testing.T) {
 			if !r.closed() {
 				t.Fatal("not closed")
 			}
-			if took := time.Since(start); took < step/2 || took > 10*step {
-				t.Errorf("closed after %v, want about %v", took, step)
+			want := step
+			if tc.idle {
+				want = idle
+			}
+			if took := time.Since(start); took < want*3/4 || took > want+10*step {
+				t.Errorf("closed after %v, want about %v", took, want)
 			}
 		})
 	}

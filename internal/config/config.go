@@ -49,6 +49,11 @@ type Milter struct {
 	Timeout        time.Duration `yaml:"timeout"`          // per milter step; default 30s
 	MaxConnections int           `yaml:"max_connections"`  // default 500
 	DrainTimeout   time.Duration `yaml:"drain_timeout"`    // on SIGTERM; default 25s
+	// IdleTimeout bounds the wait for the MTA's next command between SMTP
+	// commands and messages: the MTA legitimately waits there as long as
+	// its SMTP client does (Postfix smtpd_timeout is 300s). Default 10m; at
+	// least timeout.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
 // HTTP is the /metrics and /healthz listener; empty Listen turns it off.

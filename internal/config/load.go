@@ -80,6 +80,7 @@ func Defaults() *Config {
 			Timeout:        30 * time.Second,
 			MaxConnections: 500,
 			DrainTimeout:   25 * time.Second,
+			IdleTimeout:    10 * time.Minute,
 		},
 		HTTP:             HTTP{Listen: "127.0.0.1:8891"},
 		Log:              Log{Format: "text", Level: "info"},

@@ -42,6 +42,10 @@ func (d *decoder) checkMilter(c *Config) {
 		d.errf("milter.max_message_size", "must be more than 0")
 	}
 	d.positiveDuration("milter.timeout", m.Timeout)
+	d.positiveDuration("milter.idle_timeout", m.IdleTimeout)
+	if m.IdleTimeout > 0 && m.Timeout > 0 && m.IdleTimeout < m.Timeout && d.present("milter.idle_timeout") {
+		d.errf("milter.idle_timeout", "%s is less than milter.timeout (%s): the wait between commands is at least one step", m.IdleTimeout, m.Timeout)
+	}
 	d.positiveInt("milter.max_connections", m.MaxConnections)
 }
 
