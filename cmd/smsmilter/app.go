@@ -7,7 +7,10 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/smsmilter/smsmilter/internal/config"
 	"github.com/smsmilter/smsmilter/internal/store"
@@ -62,8 +65,34 @@ func (a *app) withStore(f func(cfg *config.Config, st store.Store) int) int {
 	if st == nil {
 		return code
 	}
+	defer keepOwner(cfg.StateDir)
 	defer st.Close()
+	keepOwner(cfg.StateDir)
 	return f(cfg, st)
+}
+
+// keepOwner gives the store files back to the state directory's owner. An
+// admin running the CLI as root would otherwise leave root-owned files
+// (the database, its -wal and -shm) that the daemon, running as its own
+// user, can no longer write.
+func keepOwner(dir string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return
+	}
+	for _, name := range []string{sqlite.FileName, sqlite.FileName + "-wal", sqlite.FileName + "-shm", sqlite.FileName + "-journal"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+			os.Lchown(p, int(st.Uid), int(st.Gid))
+		}
+	}
 }
 
 // readFirstLine returns the first line of r without its line end (for

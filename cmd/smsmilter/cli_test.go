@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -656,6 +657,31 @@ func TestUnknownCommandsAndHelp(t *testing.T) {
 	for _, c := range commands() {
 		if c.summary != "" && !strings.Contains(r.stdout, "  "+c.name+" ") {
 			t.Errorf("--help does not list %s", c.name)
+		}
+	}
+}
+
+// An admin running the CLI as root must not leave store files the daemon
+// (its own user, owner of state_dir) cannot write.
+func TestRootKeepsStoreOwnedByStateDirOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	e := newEnv(t, "")
+	os.MkdirAll(e.stateDir, 0o750)
+	const nobody = 65534
+	if err := os.Chown(e.stateDir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	e.must("user", "add", "ops", "--sender-id", "ACME")
+	ents, _ := os.ReadDir(e.stateDir)
+	if len(ents) == 0 {
+		t.Fatal("no store files")
+	}
+	for _, ent := range ents {
+		fi, _ := ent.Info()
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != nobody {
+			t.Errorf("%s is owned by uid %d, not the state directory's owner", ent.Name(), st.Uid)
 		}
 	}
 }
