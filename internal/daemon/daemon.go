@@ -151,6 +151,13 @@ func (d *Daemon) start(ctx context.Context) error {
 		return fmt.Errorf("open the store in %s: %w", cfg.StateDir, err)
 	}
 	d.store = st
+	// Jobs and mail a previous run had in hand when it died go out now,
+	// not when their leases run out.
+	if n, err := st.ReleaseLeases(ctx, time.Now()); err != nil {
+		return err
+	} else if n > 0 {
+		d.log.Info("resuming SMS and mail in flight when smsmilter last stopped", "count", n)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))

@@ -255,8 +255,9 @@ func (d *Dispatcher) handle(ctx, stop context.Context, j store.Job) {
 	}
 }
 
-// Backoff is the wait before attempt n+1: 15s doubling to 30m, with ±25%
-// jitter so that jobs that failed together do not retry together.
+// Backoff is the wait after a job's n-th attempt (Claim counts them from
+// 1): 30s after the first, doubling up to 30m, with ±25% jitter so that
+// jobs that failed together do not retry together.
 func Backoff(attempts int) time.Duration {
 	d := 15 * time.Second << min(attempts, 7)
 	d = min(d, 30*time.Minute)

@@ -29,6 +29,12 @@ type Store interface {
 	Events
 	Mailboxes
 	MailQueue
+	// ReleaseLeases makes every leased SMS job and outgoing mail due at now
+	// again and returns how many. The daemon calls it at start: a daemon
+	// that died left its jobs in hand leased to nobody, and they must not
+	// wait out the lease. (A store shared by several hosts would release
+	// only the calling host's leases.)
+	ReleaseLeases(ctx context.Context, now time.Time) (int, error)
 	// Ping reports whether the store is reachable and writable; /healthz uses it.
 	Ping(ctx context.Context) error
 	Close() error

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Claim", testClaim},
 		{"ClaimNoHeadOfLineBlocking", testClaimNoHOL},
 		{"LeaseExpiry", testLeaseExpiry},
+		{"ReleaseLeases", testReleaseLeases},
 		{"RetryAndFail", testRetryFail},
 		{"Defer", testDefer},
 		{"Parts", testParts},
@@ -692,6 +693,43 @@ func testLeaseExpiry(t *testing.T, s store.Store) {
 	must(t, err)
 	if len(got) != 0 {
 		t.Errorf("Claim after MarkSent = %v, want none", ids(got))
+	}
+}
+
+func testReleaseLeases(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	leased := enqueue(t, s, job("+447400123451", "rl1"), job("+447400123452", "rl2"))
+	now := time.Now()
+	if got, err := s.Claim(ctx, now, 10, time.Hour); err != nil || len(got) != 2 {
+		t.Fatalf("Claim = %v, %v", ids(got), err)
+	}
+	sent := enqueue(t, s, job("+447400123453", "rl3"))
+	now = time.Now()
+	got, err := s.Claim(ctx, now, 10, time.Hour)
+	must(t, err)
+	must(t, s.MarkSent(ctx, got[0].ID, "smpp1", []store.Part{{Index: 0, Ref: "rl3"}}))
+	_, err = s.EnqueueMail(ctx, store.Mail{From: "", To: []string{"a@example.com"}, Data: []byte("x"), NextTry: now, Created: now})
+	must(t, err)
+	ms, err := s.ClaimMail(ctx, now, 10, time.Hour)
+	must(t, err)
+	if len(ms) != 1 {
+		t.Fatalf("ClaimMail = %d", len(ms))
+	}
+	// The daemon died with all of it in hand; at its next start:
+	n, err := s.ReleaseLeases(ctx, now.Add(time.Second))
+	must(t, err)
+	if n != 3 {
+		t.Errorf("ReleaseLeases = %d, want 3 (2 jobs, 1 mail)", n)
+	}
+	got, err = s.Claim(ctx, now.Add(2*time.Second), 10, time.Hour)
+	must(t, err)
+	if !slices.Equal(ids(got), leased) {
+		t.Errorf("Claim after ReleaseLeases = %v, want %v (not the sent %v)", ids(got), leased, sent)
+	}
+	ms, err = s.ClaimMail(ctx, now.Add(2*time.Second), 10, time.Hour)
+	must(t, err)
+	if len(ms) != 1 {
+		t.Errorf("ClaimMail after ReleaseLeases = %d, want 1", len(ms))
 	}
 }
 
