@@ -320,3 +320,34 @@ func TestLogIsJSONWhenAsked(t *testing.T) {
 		t.Fatalf("%q: %v", b.String(), err)
 	}
 }
+
+// An SMS a crashed daemon had in hand goes out as soon as the next one
+// starts, not when its lease would have run out.
+func TestResumesJobsInFlightAtACrash(t *testing.T) {
+	stateDir := filepath.Join(t.TempDir(), "state")
+	st, err := sqlite.OpenDir(context.Background(), stateDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := st.Enqueue(ctx, []store.Job{{DedupeKey: "m|+447400123456", User: "ops", SenderID: "ACME", To: "+447400123456", Text: "in flight", Encoding: "gsm7", Parts: 1}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Claim(ctx, time.Now(), 10, time.Hour); err != nil || len(got) != 1 {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	st.Close() // the dispatcher holding it dies here
+	r := start(t, stateDir, "2s")
+	outbox := filepath.Join(r.dir, "outbox.jsonl")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(outbox)
+		if strings.Contains(string(b), "in flight") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the SMS in flight at the crash was not sent after the restart; outbox %q", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
