@@ -77,6 +77,10 @@ type userInfo struct {
 // due again after it.
 const lease = 10 * time.Minute
 
+// notRunningWait is how often a job whose transports are all down is
+// looked at again; Wake (a transport came up) brings it sooner.
+const notRunningWait = 5 * time.Second
+
 // maxWait is the longest a job waits in memory for its rate slot; jobs
 // further out go back to the queue so that they hold no lease and no slot.
 const maxWait = 2 * time.Minute
@@ -195,13 +199,14 @@ func (d *Dispatcher) handle(ctx, stop context.Context, j store.Job) {
 	}
 
 	var errs []string
-	permanent := false
+	permanent, tried := false, false
 	for _, name := range route {
 		tr, ok := d.o.Transport(name)
 		if !ok {
 			errs = append(errs, name+": transport not running")
 			continue
 		}
+		tried = true
 		if lim := d.transportLimiter(cfg, name); lim != nil {
 			if err := lim.Wait(stop); err != nil {
 				d.deferJob(ctx, j, d.o.Now(), "")
@@ -240,6 +245,14 @@ func (d *Dispatcher) handle(ctx, stop context.Context, j store.Job) {
 		log.Info("transport failed; trying the next one", "transport", name, "err", err)
 	}
 	reason := strings.Join(errs, "; ")
+	if !tried {
+		// Nothing was attempted: the transports are starting (the daemon
+		// just started) or restarting. That costs the job no attempt and
+		// no backoff; sms.max_age still bounds the wait.
+		log.Debug("no transport running for the job yet", "err", reason)
+		d.deferJob(ctx, j, d.o.Now().Add(notRunningWait), "")
+		return
+	}
 	if permanent {
 		d.fail(ctx, j, reason)
 		return
