@@ -23,23 +23,28 @@ type Config struct {
 	// Path is the file the configuration was read from (not a YAML key).
 	Path string `yaml:"-"`
 
-	Milter           Milter               `yaml:"milter"`
-	HTTP             HTTP                 `yaml:"http"`
-	Log              Log                  `yaml:"log"`
-	SMSDomains       []string             `yaml:"sms_domains"`        // required; lower-cased, IDNA, no final dot
-	VerdictLocalPart string               `yaml:"verdict_local_part"` // default verdict
-	StateDir         string               `yaml:"state_dir"`          // default /var/lib/smsmilter; relative = from the working directory
-	DNS              DNS                  `yaml:"dns"`
-	Auth             Auth                 `yaml:"auth"`
-	Numbers          Numbers              `yaml:"numbers"`
-	SMS              SMS                  `yaml:"sms"`
-	Body             Body                 `yaml:"body"`
-	Mail             Mail                 `yaml:"mail"`
-	Notify           Notify               `yaml:"notify"`
-	Transports       map[string]Transport `yaml:"transports"`
-	Routes           []Route              `yaml:"routes"`
-	Replies          Replies              `yaml:"replies"`
-	POP3             POP3                 `yaml:"pop3"`
+	Milter           Milter   `yaml:"milter"`
+	HTTP             HTTP     `yaml:"http"`
+	Log              Log      `yaml:"log"`
+	SMSDomains       []string `yaml:"sms_domains"`        // required; lower-cased, IDNA, no final dot
+	VerdictLocalPart string   `yaml:"verdict_local_part"` // default verdict
+	StateDir         string   `yaml:"state_dir"`
+	// Retention is how long history is kept in the store: finished SMS
+	// jobs (as `smsmilter queue` shows them), the event log (`smsmilter
+	// log`) and mail given up. Default 720h (30 days); at least 48h (the
+	// daily quota counts a day's jobs) and at least sms.dedupe_window.
+	Retention  time.Duration        `yaml:"retention"` // default /var/lib/smsmilter; relative = from the working directory
+	DNS        DNS                  `yaml:"dns"`
+	Auth       Auth                 `yaml:"auth"`
+	Numbers    Numbers              `yaml:"numbers"`
+	SMS        SMS                  `yaml:"sms"`
+	Body       Body                 `yaml:"body"`
+	Mail       Mail                 `yaml:"mail"`
+	Notify     Notify               `yaml:"notify"`
+	Transports map[string]Transport `yaml:"transports"`
+	Routes     []Route              `yaml:"routes"`
+	Replies    Replies              `yaml:"replies"`
+	POP3       POP3                 `yaml:"pop3"`
 }
 
 // Milter is the milter listener and its limits.

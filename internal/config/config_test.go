@@ -42,6 +42,7 @@ func TestDefaults(t *testing.T) {
 		SMSDomains:       []string{"sms.example.com"},
 		VerdictLocalPart: "verdict",
 		StateDir:         "/var/lib/smsmilter",
+		Retention:        720 * time.Hour,
 		DNS:              DNS{Timeout: 5 * time.Second},
 		SMS: SMS{
 			MaxParts:      4,

@@ -86,6 +86,7 @@ func Defaults() *Config {
 		Log:              Log{Format: "text", Level: "info"},
 		VerdictLocalPart: "verdict",
 		StateDir:         "/var/lib/smsmilter",
+		Retention:        720 * time.Hour,
 		DNS:              DNS{Timeout: 5 * time.Second},
 		SMS: SMS{
 			MaxParts:      4,

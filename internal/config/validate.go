@@ -44,12 +44,25 @@ func (d *decoder) checkMilter(c *Config) {
 	d.positiveDuration("milter.timeout", m.Timeout)
 	d.positiveDuration("milter.idle_timeout", m.IdleTimeout)
 	if m.IdleTimeout > 0 && m.Timeout > 0 && m.IdleTimeout < m.Timeout && d.present("milter.idle_timeout") {
-		d.errf("milter.idle_timeout", "%s is less than milter.timeout (%s): the wait between commands is at least one step", m.IdleTimeout, m.Timeout)
+		d.errf("milter.idle_timeout", "%s is less than milter.timeout (%s): the wait between commands is at least one step", shortDuration(m.IdleTimeout), shortDuration(m.Timeout))
 	}
 	d.positiveInt("milter.max_connections", m.MaxConnections)
 }
 
+func (d *decoder) checkRetention(c *Config) {
+	if !d.present("retention") {
+		return
+	}
+	switch {
+	case c.Retention < 48*time.Hour:
+		d.errf("retention", "%s is too short: at least 48h (the daily quota counts a day of SMS)", shortDuration(c.Retention))
+	case c.Retention < c.SMS.DedupeWindow:
+		d.errf("retention", "%s is shorter than sms.dedupe_window (%s)", shortDuration(c.Retention), shortDuration(c.SMS.DedupeWindow))
+	}
+}
+
 func (d *decoder) checkGeneral(c *Config) {
+	d.checkRetention(c)
 	d.listenHostPort("http.listen", c.HTTP.Listen, "127.0.0.1:8891")
 	d.enum("log.format", c.Log.Format, "text", "json")
 	d.enum("log.level", c.Log.Level, "debug", "info", "warn", "error")
@@ -489,4 +502,16 @@ func (d *decoder) email(path, v string) {
 	if err := checkEmail(v); err != nil {
 		d.errf(path, "%s %v", quote(v), err)
 	}
+}
+
+// shortDuration writes 24h rather than Go's 24h0m0s, as an admin writes it.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

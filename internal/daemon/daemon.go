@@ -351,13 +351,22 @@ func (d *Daemon) retryReport(ctx context.Context, transport string, rep sdk.Repo
 	d.log.Info("delivery report for an SMS part smsmilter does not know; ignored", "transport", transport, "ref", rep.Ref, "state", rep.State)
 }
 
-// purgeLoop removes AutoCLIP records older than replies.autoclip_ttl.
+// purgeLoop removes AutoCLIP records older than replies.autoclip_ttl and
+// history older than retention, so the store does not grow without end.
 func (d *Daemon) purgeLoop(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		if n, err := d.store.PurgeSent(ctx, time.Now().Add(-d.config().Replies.AutoCLIPTTL)); err == nil && n > 0 {
+		cfg := d.config()
+		if n, err := d.store.PurgeSent(ctx, time.Now().Add(-cfg.Replies.AutoCLIPTTL)); err == nil && n > 0 {
 			d.log.Info("expired AutoCLIP records removed", "count", n)
+		}
+		if cfg.Retention > 0 {
+			if n, err := d.store.Purge(ctx, time.Now().Add(-cfg.Retention)); err != nil {
+				d.log.Warn("cannot remove old history from the store", "err", err)
+			} else if n > 0 {
+				d.log.Info("history older than retention removed", "count", n, "retention", cfg.Retention.String())
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -35,6 +35,12 @@ type Store interface {
 	// wait out the lease. (A store shared by several hosts would release
 	// only the calling host's leases.)
 	ReleaseLeases(ctx context.Context, now time.Time) (int, error)
+	// Purge deletes history older than before: SMS jobs that reached a
+	// final state (sent, delivered, failed) and were last updated before
+	// it, with their parts; events; outgoing mail that was given up. Jobs
+	// still queued or in flight are never touched. It returns how many
+	// records went.
+	Purge(ctx context.Context, before time.Time) (int, error)
 	// Ping reports whether the store is reachable and writable; /healthz uses it.
 	Ping(ctx context.Context) error
 	Close() error

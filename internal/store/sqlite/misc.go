@@ -71,6 +71,34 @@ func (s *Store) PurgeSent(ctx context.Context, before time.Time) (int, error) {
 	return int(n), nil
 }
 
+// Purge implements store.Store.
+func (s *Store) Purge(ctx context.Context, before time.Time) (int, error) {
+	n := 0
+	err := s.write(ctx, func(w *wtx) error {
+		n = 0
+		for _, q := range []string{
+			`DELETE FROM jobs WHERE state IN ('sent', 'delivered', 'failed') AND updated < ?`,
+			`DELETE FROM events WHERE at < ?`,
+			`DELETE FROM mails WHERE state = 'failed' AND created < ?`,
+		} {
+			res, err := w.exec(q, ts(before))
+			if err != nil {
+				return err
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += int(k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("purge history: %w", err)
+	}
+	return n, nil
+}
+
 // ---- events ----
 
 // LogEvent implements store.Events. A zero Time means now.

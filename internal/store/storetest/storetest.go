@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClaimNoHeadOfLineBlocking", testClaimNoHOL},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"ReleaseLeases", testReleaseLeases},
+		{"Purge", testPurge},
 		{"RetryAndFail", testRetryFail},
 		{"Defer", testDefer},
 		{"Parts", testParts},
@@ -730,6 +731,40 @@ func testReleaseLeases(t *testing.T, s store.Store) {
 	must(t, err)
 	if len(ms) != 1 {
 		t.Errorf("ClaimMail after ReleaseLeases = %d, want 1", len(ms))
+	}
+}
+
+func testPurge(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ids0 := enqueue(t, s, job("+447400123461", "p1"), job("+447400123462", "p2"), job("+447400123463", "p3"))
+	got, err := s.Claim(ctx, time.Now(), 10, time.Hour)
+	must(t, err)
+	if len(got) != 3 {
+		t.Fatalf("Claim = %v", ids(got))
+	}
+	must(t, s.MarkSent(ctx, ids0[0], "smpp1", []store.Part{{Index: 0, Ref: "p1"}}))
+	must(t, s.Fail(ctx, ids0[1], "invalid number"))
+	must(t, s.Retry(ctx, ids0[2], time.Now().Add(time.Hour), "throttled")) // still to be sent
+	must(t, s.LogEvent(ctx, store.Event{Time: time.Now(), Kind: store.EventSent, Message: "old"}))
+	cut := time.Now().Add(time.Second)
+	n, err := s.Purge(ctx, cut)
+	must(t, err)
+	if n != 3 {
+		t.Errorf("Purge = %d, want 3 (a sent job, a failed job, an event)", n)
+	}
+	if _, err := s.GetJob(ctx, ids0[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("sent job after purge: %v", err)
+	}
+	if j, err := s.GetJob(ctx, ids0[2]); err != nil || j.State != store.JobQueued {
+		t.Errorf("queued job after purge: %+v %v; want it kept", j, err)
+	}
+	if _, err := s.UpdatePart(ctx, "smpp1", "p1", "delivered", ""); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("parts of a purged job remain: %v", err)
+	}
+	evs, err := s.ListEvents(ctx, "", time.Time{}, 0)
+	must(t, err)
+	if len(evs) != 0 {
+		t.Errorf("%d events after purge", len(evs))
 	}
 }
 
