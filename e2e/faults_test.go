@@ -21,16 +21,16 @@ func TestPostfixFaults(t *testing.T) {
 
 func (e *postfixEnv) testMilterDown(t *testing.T) {
 	const viaSMTP, viaSendmail = "+447400123501", "+447400123502"
-	smtpMsg := message{From: alice, To: viaSMTP + "@" + domain, Subject: "down", MessageID: newMessageID("down-smtp"),
+	smtpMsg := message{From: alice, To: viaSMTP + "@" + domain, Subject: "down", MessageID: harness.NewMessageID("down-smtp"),
 		Body: "Sent while smsmilter was stopped.\n"}
-	localMsg := message{From: alice, To: viaSendmail + "@" + domain, Subject: "down", MessageID: newMessageID("down-local"),
+	localMsg := message{From: alice, To: viaSendmail + "@" + domain, Subject: "down", MessageID: harness.NewMessageID("down-local"),
 		Body: "Queued while smsmilter was stopped.\n"}
 
-	e.sm.Stop() // SIGTERM: drains, exits 0
+	e.SM.Stop() // SIGTERM: drains, exits 0
 
 	// SMTP: Postfix cannot reach the milter; milter_default_action =
 	// tempfail answers 4xx and the client keeps the message.
-	r := e.send(smtpMsg)
+	r := e.Send(smtpMsg)
 	if r.QueueID() != "" {
 		t.Fatalf("Postfix accepted mail while smsmilter was down:\n%s", r.Output)
 	}
@@ -41,7 +41,7 @@ func (e *postfixEnv) testMilterDown(t *testing.T) {
 	t.Logf("while down, swaks saw: %s", errs[0])
 
 	// sendmail: the message stays in Postfix's maildrop queue.
-	e.pf.Sendmail(alice, []string{viaSendmail + "@" + domain}, []byte(localMsg.String()))
+	e.pf.Sendmail(alice, []string{viaSendmail + "@" + domain}, []byte(localMsg.Unterminated()))
 	harness.Eventually(t, wait, "Postfix to tempfail the local submission", func() bool {
 		return len(e.pf.LogLines("milter-reject", "4.7.1 Service unavailable", "from=<"+alice+">")) >= 2
 	})
@@ -49,24 +49,24 @@ func (e *postfixEnv) testMilterDown(t *testing.T) {
 	if len(q) != 1 || q[0].QueueName != "maildrop" || len(q[0].Recipients) != 1 || q[0].Recipients[0].Address != viaSendmail+"@"+domain {
 		t.Fatalf("Postfix queue while smsmilter is down: %+v, want the local message in maildrop", q)
 	}
-	if n := len(e.submitsTo(viaSMTP)) + len(e.submitsTo(viaSendmail)); n != 0 {
+	if n := len(e.SubmitsTo(viaSMTP)) + len(e.SubmitsTo(viaSendmail)); n != 0 {
 		t.Fatalf("%d SMS sent while smsmilter was down", n)
 	}
 
-	e.sm.Start()
-	e.peer.WaitBinds(2, wait)
+	e.SM.Start()
+	e.Peer.WaitBinds(2, wait)
 	// The client retries; Postfix retries its queue.
-	e.mustSend(t, smtpMsg)
+	e.MustSend(t, smtpMsg)
 	e.pf.Flush()
-	e.waitSubmits(t, viaSMTP, 1, wait)
-	e.waitSubmits(t, viaSendmail, 1, wait)
+	e.WaitSubmits(t, viaSMTP, 1, wait)
+	e.WaitSubmits(t, viaSendmail, 1, wait)
 	e.pf.WaitQueueEmpty(wait)
-	e.settle(t)
+	e.Settle(t)
 	// A second flush finds nothing: still one SMS each.
 	e.pf.Flush()
 	time.Sleep(500 * time.Millisecond)
 	for _, n := range []string{viaSMTP, viaSendmail} {
-		if got := len(e.submitsTo(n)); got != 1 {
+		if got := len(e.SubmitsTo(n)); got != 1 {
 			t.Errorf("%s: %d SMS after the retry, want exactly 1", n, got)
 		}
 	}
@@ -76,8 +76,8 @@ func (e *postfixEnv) testKillAfter250(t *testing.T) {
 	const number = "+447400123503"
 	// The SMSC answers this number with a temporary error, so the job is
 	// still in smsmilter's queue (not yet sent) when the daemon dies.
-	e.peer.FailNumber(number, smpppeer.StatusSysErr)
-	r := e.mustSend(t, message{From: alice, To: number + "@" + domain, Subject: "durable", MessageID: newMessageID("kill"),
+	e.Peer.FailNumber(number, smpppeer.StatusSysErr)
+	qid := e.MustSend(t, message{From: alice, To: number + "@" + domain, Subject: "durable", MessageID: harness.NewMessageID("kill"),
 		Body: "This SMS survives a crash.\n"})
 	// Postfix has given its 250 and discarded the message: from here on
 	// the SMS exists only in smsmilter's store. Kill the daemon once its
@@ -85,36 +85,36 @@ func (e *postfixEnv) testKillAfter250(t *testing.T) {
 	// flight leaves the job leased to the dead daemon for the dispatcher's
 	// lease, 10 minutes: too long for a test).
 	harness.Eventually(t, wait, "the first attempt to fail", func() bool {
-		for _, j := range e.sm.Queue() {
-			if j.QueueID == r.QueueID() && j.State == "queued" && j.Attempts >= 1 {
+		for _, j := range e.SM.Queue() {
+			if j.QueueID == qid && j.State == "queued" && j.Attempts >= 1 {
 				return true
 			}
 		}
 		return false
 	})
-	e.sm.Kill()
+	e.SM.Kill()
 	harness.Eventually(t, wait, "Postfix to log the milter's discard", func() bool {
-		return len(e.pf.LogLines(r.QueueID()+": milter-discard")) == 1
+		return len(e.pf.LogLines(qid+": milter-discard")) == 1
 	})
-	if n := len(e.submitsTo(number)); n != 0 {
+	if n := len(e.SubmitsTo(number)); n != 0 {
 		t.Fatalf("the SMSC accepted %d submits for a failing number", n)
 	}
-	e.peer.FailNumber(number, 0)
+	e.Peer.FailNumber(number, 0)
 
-	binds := len(e.peer.Binds())
-	e.sm.Start()
-	e.peer.WaitBinds(binds+1, wait)
+	binds := len(e.Peer.Binds())
+	e.SM.Start()
+	e.Peer.WaitBinds(binds+1, wait)
 	// The job waits for its retry (the dispatcher backs off 30s ±25% after
 	// a first failed attempt).
-	s := e.waitSubmits(t, number, 1, time.Minute)[0]
+	s := e.WaitSubmits(t, number, 1, time.Minute)[0]
 	if s.Text != "This SMS survives a crash." {
 		t.Errorf("SMS after the restart: %q", s.Text)
 	}
-	e.settle(t)
-	if n := len(e.submitsTo(number)); n != 1 {
+	e.Settle(t)
+	if n := len(e.SubmitsTo(number)); n != 1 {
 		t.Errorf("%d SMS accepted after the restart, want 1", n)
 	}
-	j := e.job(t, r.QueueID(), number)
+	j := e.Job(t, qid, number)
 	if j.State != "sent" && j.State != "delivered" {
 		t.Errorf("job after the restart: %+v", j)
 	}

@@ -2,13 +2,12 @@ package e2e
 
 import (
 	"bufio"
-	"mime"
 	"net/mail"
 	"strings"
 	"testing"
 )
 
-// parsedMail is a message read back (POP3), with its header decoded.
+// parsedMail is a message read back (POP3).
 type parsedMail struct {
 	Header mail.Header
 	Body   []byte
@@ -26,13 +25,4 @@ func parseMail(t *testing.T, raw string) parsedMail {
 		b.WriteString(sc.Text() + "\n")
 	}
 	return parsedMail{Header: m.Header, Body: []byte(b.String())}
-}
-
-// Get returns a header field decoded per RFC 2047.
-func (p parsedMail) Get(name string) string {
-	v := p.Header.Get(name)
-	if d, err := new(mime.WordDecoder).DecodeHeader(v); err == nil {
-		return d
-	}
-	return v
 }

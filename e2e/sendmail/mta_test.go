@@ -1,7 +1,6 @@
 package sendmail
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -488,25 +487,10 @@ func (s *Sendmail) stopDaemon() {
 
 // nsProcesses lists the live processes in the daemon's mount namespace.
 func (s *Sendmail) nsProcesses() []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	return harness.Processes(func(pid int) bool {
 		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-		if err != nil || ns != s.ns {
-			continue
-		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-			if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && b[i+2] == 'Z' {
-				continue // a zombie: gone already
-			}
-		}
-		pids = append(pids, pid)
-	}
-	return pids
+		return err == nil && ns == s.ns
+	})
 }
 
 // run runs a Sendmail program (sendmail -C submit.cf ..., the MSP) in the
@@ -583,21 +567,7 @@ func (s *Sendmail) Log() string {
 }
 
 // LogLines returns the mail log lines containing every one of subs.
-func (s *Sendmail) LogLines(subs ...string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(s.Log()))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-next:
-	for sc.Scan() {
-		for _, sub := range subs {
-			if !strings.Contains(sc.Text(), sub) {
-				continue next
-			}
-		}
-		out = append(out, sc.Text())
-	}
-	return out
-}
+func (s *Sendmail) LogLines(subs ...string) []string { return harness.LinesWith(s.Log(), subs...) }
 
 // WaitLog waits until a mail log line contains every one of subs and
 // returns the first such line.

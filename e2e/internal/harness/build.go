@@ -5,7 +5,9 @@
 //
 // Everything lives in temporary folders and on loopback ports, and every
 // process is stopped by t.Cleanup, also when the test fails. The MTA-neutral
-// parts (Sink, Smsmilter, Swaks, POP3) are meant for a Sendmail suite too.
+// parts (Sink, Smsmilter, Swaks, POP3) serve the Sendmail suite too, and
+// Env is the installation both MTA suites share: the cast, DNS, the SMPP
+// peer, smsmilter, and the checks and flows of smsmilter's part.
 //
 // Call Main from the test package's TestMain so that the smsmilter binary
 // built for the run is removed afterwards:

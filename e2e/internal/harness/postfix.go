@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -332,18 +331,17 @@ func processAlive(pid int) bool {
 // processes lists the live processes working in this instance's queue
 // folder (every Postfix daemon chdirs there).
 func (p *Postfix) processes() []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	return Processes(func(pid int) bool {
 		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
-		if err != nil || !strings.HasPrefix(cwd, p.QueueDir) {
-			continue
-		}
-		if processAlive(pid) {
+		return err == nil && strings.HasPrefix(cwd, p.QueueDir)
+	})
+}
+
+// Processes lists the live processes (zombies left out) match accepts.
+func Processes(match func(pid int) bool) []int {
+	var pids []int
+	for _, pid := range allPIDs() {
+		if match(pid) && processAlive(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -357,21 +355,7 @@ func (p *Postfix) Log() string {
 }
 
 // LogLines returns the log lines containing every one of subs.
-func (p *Postfix) LogLines(subs ...string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(p.Log()))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-next:
-	for sc.Scan() {
-		for _, s := range subs {
-			if !strings.Contains(sc.Text(), s) {
-				continue next
-			}
-		}
-		out = append(out, sc.Text())
-	}
-	return out
-}
+func (p *Postfix) LogLines(subs ...string) []string { return LinesWith(p.Log(), subs...) }
 
 // Flush asks Postfix to retry every queued message now (postqueue -f; it
 // also wakes pickup for mail in maildrop).

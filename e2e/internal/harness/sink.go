@@ -184,9 +184,11 @@ func (m *SinkMessage) HasRcpt(addr string) bool {
 }
 
 // Get returns a header field, decoded per RFC 2047 when it can be.
-func (m *SinkMessage) Get(name string) string {
-	v := m.Header.Get(name)
-	if d, err := (&mimeWordDecoder).DecodeHeader(v); err == nil {
+func (m *SinkMessage) Get(name string) string { return decodeHeader(m.Header.Get(name)) }
+
+// decodeHeader decodes a header field's value per RFC 2047 when it can.
+func decodeHeader(v string) string {
+	if d, err := new(mime.WordDecoder).DecodeHeader(v); err == nil {
 		return d
 	}
 	return v
@@ -195,8 +197,6 @@ func (m *SinkMessage) Get(name string) string {
 func (m *SinkMessage) String() string {
 	return fmt.Sprintf("%s (from <%s> to %v, Subject %q)", m.File, m.MailFrom, m.Rcpts, m.Get("Subject"))
 }
-
-var mimeWordDecoder = mime.WordDecoder{}
 
 func parseSinkFile(name string, raw []byte) (*SinkMessage, error) {
 	msg, err := mail.ReadMessage(bufio.NewReader(bytes.NewReader(raw)))

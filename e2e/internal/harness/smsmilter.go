@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -344,17 +343,7 @@ type Job struct {
 // Queue lists every SMS job (smsmilter queue --json --limit 0).
 func (s *Smsmilter) Queue() []Job {
 	s.t.Helper()
-	out := s.MustCLI("queue", "--json", "--limit", "0")
-	var jobs []Job
-	dec := json.NewDecoder(bytes.NewReader([]byte(out)))
-	for dec.More() {
-		var j Job
-		if err := dec.Decode(&j); err != nil {
-			s.t.Fatalf("smsmilter queue --json: %v\n%s", err, out)
-		}
-		jobs = append(jobs, j)
-	}
-	return jobs
+	return cliJSON[Job](s, "queue", "--json", "--limit", "0")
 }
 
 // Event is one entry of `smsmilter log --json`.
@@ -367,15 +356,22 @@ type Event struct {
 // Events lists the event log (smsmilter log --json --limit 0).
 func (s *Smsmilter) Events() []Event {
 	s.t.Helper()
-	out := s.MustCLI("log", "--json", "--limit", "0")
-	var evs []Event
-	dec := json.NewDecoder(bytes.NewReader([]byte(out)))
+	return cliJSON[Event](s, "log", "--json", "--limit", "0")
+}
+
+// cliJSON runs a CLI command that prints one JSON value of type T after
+// another and returns them.
+func cliJSON[T any](s *Smsmilter, args ...string) []T {
+	s.t.Helper()
+	out := s.MustCLI(args...)
+	var vs []T
+	dec := json.NewDecoder(strings.NewReader(out))
 	for dec.More() {
-		var e Event
-		if err := dec.Decode(&e); err != nil {
-			s.t.Fatalf("smsmilter log --json: %v\n%s", err, out)
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			s.t.Fatalf("smsmilter %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		evs = append(evs, e)
+		vs = append(vs, v)
 	}
-	return evs
+	return vs
 }

@@ -45,14 +45,15 @@ func Swaks(t testing.TB, server string, args ...string) SwaksResult {
 }
 
 // SwaksMessage sends msg (a complete message: header, blank line, body)
-// from envelope sender from to rcpts.
-func SwaksMessage(t testing.TB, server, from string, rcpts []string, msg string) SwaksResult {
+// from envelope sender from to rcpts, with more swaks args (e.g. the
+// source address).
+func SwaksMessage(t testing.TB, server, from string, rcpts []string, msg string, more ...string) SwaksResult {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "msg.eml")
 	if err := os.WriteFile(f, []byte(msg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--from", from, "--to", strings.Join(rcpts, ","), "--data", "@" + f}
+	args := append([]string{"--from", from, "--to", strings.Join(rcpts, ","), "--data", "@" + f}, more...)
 	return Swaks(t, server, args...)
 }
 

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bufio"
 	"net"
 	"os"
 	"os/exec"
@@ -56,6 +57,23 @@ func Tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// LinesWith returns the lines of text (a log) containing every one of subs.
+func LinesWith(text string, subs ...string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+next:
+	for sc.Scan() {
+		for _, s := range subs {
+			if !strings.Contains(sc.Text(), s) {
+				continue next
+			}
+		}
+		out = append(out, sc.Text())
+	}
+	return out
 }
 
 // proc is a started program in its own process group.
