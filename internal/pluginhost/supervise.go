@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/smsmilter/smsmilter/internal/pluginlog"
 	pb "github.com/smsmilter/smsmilter/plugins/proto"
 	"github.com/smsmilter/smsmilter/plugins/sdk"
 )
@@ -66,12 +67,12 @@ func (p *Plugin) launch(ctx context.Context) (*instance, error) {
 		SkipHostEnv:      true, // command() put it in already
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     startTimeout,
-		Logger:           newHCLogger(p.log),
+		Logger:           pluginlog.HCLogger(p.log),
 		Stderr:           stderr,
 		// What the plugin prints on stdout/stderr (fmt.Print, a library's
 		// log) comes over go-plugin's stdio stream; keep it.
-		SyncStdout: &lineWriter{emit: func(l []byte) { p.log.Info(string(l), "stream", "stdout") }},
-		SyncStderr: &lineWriter{emit: func(l []byte) { p.log.Warn(string(l), "stream", "stderr") }},
+		SyncStdout: pluginlog.Stdout(p.log),
+		SyncStderr: pluginlog.Stderr(p.log),
 		// Not Managed: go-plugin's managed list never forgets a client, so
 		// every restart would leak one; Close stops ours.
 	})

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/smsmilter/smsmilter/internal/pluginlog"
 	pb "github.com/smsmilter/smsmilter/plugins/pop3/proto"
 )
 
@@ -135,9 +136,9 @@ func (c *Client) launch(ctx context.Context) (*instance, error) {
 		SkipHostEnv:      true, // cmd.Env has it already
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     timeout,
-		Logger:           newHCLogger(c.log),
-		SyncStdout:       &lineWriter{emit: func(l []byte) { c.log.Info(string(l), "stream", "stdout") }},
-		SyncStderr:       &lineWriter{emit: func(l []byte) { c.log.Warn(string(l), "stream", "stderr") }},
+		Logger:           pluginlog.HCLogger(c.log),
+		SyncStdout:       pluginlog.Stdout(c.log),
+		SyncStderr:       pluginlog.Stderr(c.log),
 		// Not Managed: go-plugin's managed list keeps every client ever
 		// made, one per restart; Close kills ours.
 	})
