@@ -1,12 +1,16 @@
 // Package testutil holds the few helpers every package's tests share:
 // finding the external programs the integration tests drive (dnsmasq,
-// socat, node, postfix, swaks, curl) and free loopback ports.
+// socat, node, postfix, swaks, curl), free loopback ports, and checking
+// that generated protobuf code is current.
 package testutil
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -58,4 +62,51 @@ func OpenDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// CheckGeneratedProto regenerates the Go code of protoFile (NAME.proto in
+// the test's folder: NAME.pb.go and NAME_grpc.pb.go) with the pinned tools
+// and compares it with the committed files, so that an edit to the .proto
+// without `go generate` is caught; pkg is the package's path for the
+// message (./plugins/proto). Other tool versions generate different
+// (equally valid) code, so the check runs only when the pinned versions
+// are on PATH, and skips the test otherwise.
+func CheckGeneratedProto(t *testing.T, protoFile, pkg string) {
+	t.Helper()
+	pinned := []struct{ tool, arg, want string }{
+		{"protoc", "--version", "libprotoc 3.21.12"},
+		{"protoc-gen-go", "--version", "protoc-gen-go v1.36.6"},
+		{"protoc-gen-go-grpc", "--version", "protoc-gen-go-grpc 1.3.0"},
+	}
+	for _, p := range pinned {
+		path, err := exec.LookPath(p.tool)
+		if err != nil {
+			t.Skipf("%s is not on PATH", p.tool)
+		}
+		out, err := exec.Command(path, p.arg).CombinedOutput()
+		if got := strings.TrimSpace(string(out)); err != nil || got != p.want {
+			t.Skipf("%s is %q, not the pinned %q", p.tool, got, p.want)
+		}
+	}
+
+	dir := t.TempDir()
+	cmd := exec.Command("protoc", "--go_out="+dir, "--go_opt=paths=source_relative",
+		"--go-grpc_out="+dir, "--go-grpc_opt=paths=source_relative", protoFile)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("protoc: %v\n%s", err, out)
+	}
+	name := strings.TrimSuffix(protoFile, ".proto")
+	for _, f := range []string{name + ".pb.go", name + "_grpc.pb.go"} {
+		want, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is not what %s generates: run `go generate %s`", f, protoFile, pkg)
+		}
+	}
 }
