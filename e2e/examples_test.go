@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/smsmilter/smsmilter/e2e/internal/harness"
 	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
@@ -18,7 +17,7 @@ func TestPostfixExampleFiles(t *testing.T) {
 	postconf := testutil.NeedCmd(t, "postconf")
 	dir := t.TempDir()
 	for _, f := range []string{"main.cf", "master.cf"} {
-		b, err := os.ReadFile(filepath.Join(harness.ModuleRoot(), "examples", "postfix", f))
+		b, err := os.ReadFile(filepath.Join(testutil.ModuleRoot(), "examples", "postfix", f))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,7 @@ package e2e
 import (
 	"testing"
 
-	"github.com/smsmilter/smsmilter/e2e/internal/harness"
+	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) { testutil.Main(m) }

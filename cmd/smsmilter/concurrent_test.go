@@ -20,16 +20,7 @@ import (
 	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
-// buildBinary builds cmd/smsmilter into a temporary directory.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "smsmilter")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // TestConcurrentCLIWrites runs many CLI processes at once while the daemon
 // (`smsmilter serve`, a real second process) has the same store open and
@@ -40,7 +31,7 @@ func TestConcurrentCLIWrites(t *testing.T) {
 		t.Skip("builds the binary and runs many processes")
 	}
 	t.Parallel()
-	bin := buildBinary(t)
+	bin := testutil.Smsmilter(t)
 	port := testutil.FreePort(t)
 	e := newEnv(t, fmt.Sprintf("milter:\n  listen: inet:127.0.0.1:%d\n", port))
 	e.must("user", "add", "ops", "--sender-id", "ACME")

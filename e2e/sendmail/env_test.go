@@ -7,7 +7,7 @@ import (
 	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // The senders of the suite and what the registry says about them: the
 // cast of harness.Env, the Postfix suite's too.

@@ -598,7 +598,7 @@ func queueID(r harness.SwaksResult) string {
 // example returns a file of examples/sendmail.
 func example(t testing.TB, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(harness.ModuleRoot(), "examples", "sendmail", name))
+	b, err := os.ReadFile(filepath.Join(testutil.ModuleRoot(), "examples", "sendmail", name))
 	if err != nil {
 		t.Fatal(err)
 	}

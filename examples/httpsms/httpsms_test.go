@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,17 +19,7 @@ import (
 	"github.com/smsmilter/smsmilter/plugins/sdk"
 )
 
-// buildPlugin builds this example the way its author ships it.
-func buildPlugin(t *testing.T) string {
-	t.Helper()
-	goCmd := testutil.NeedCmd(t, "go")
-	bin := filepath.Join(t.TempDir(), "httpsms")
-	out, err := exec.Command(goCmd, "build", "-o", bin, "github.com/smsmilter/smsmilter/examples/httpsms").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // fakeAPI is an HTTP SMS API: it records requests and answers by number.
 type fakeAPI struct {
@@ -96,7 +84,7 @@ func start(t *testing.T, bin string, settings map[string]any) *pluginhost.Plugin
 }
 
 func TestHTTPSMS(t *testing.T) {
-	bin := buildPlugin(t)
+	bin := testutil.Build(t, "github.com/smsmilter/smsmilter/examples/httpsms") // as its author ships it
 	api := &fakeAPI{}
 	srv := httptest.NewServer(api)
 	defer srv.Close()

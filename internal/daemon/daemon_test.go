@@ -21,35 +21,10 @@ import (
 	"github.com/smsmilter/smsmilter/internal/config"
 	"github.com/smsmilter/smsmilter/internal/store"
 	"github.com/smsmilter/smsmilter/internal/store/sqlite"
+	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// smsmilterBinary builds the real binary once: the daemon re-executes it
-// for its built-in plugins.
-func smsmilterBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "smsmilter-daemon-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "smsmilter")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/smsmilter/smsmilter/cmd/smsmilter").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 type running struct {
 	d      *Daemon
@@ -96,7 +71,7 @@ mail:
 
 func start(t *testing.T, stateDir string, drain string) *running {
 	t.Helper()
-	self := smsmilterBinary(t)
+	self := testutil.Smsmilter(t) // the daemon re-executes it for its built-in plugins
 	dir := t.TempDir()
 	if stateDir == "" {
 		stateDir = filepath.Join(dir, "state")

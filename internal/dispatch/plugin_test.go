@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -19,36 +18,11 @@ import (
 	"github.com/smsmilter/smsmilter/internal/store"
 	"github.com/smsmilter/smsmilter/internal/store/sqlite"
 	"github.com/smsmilter/smsmilter/internal/testpeer/smpppeer"
+	"github.com/smsmilter/smsmilter/internal/testutil"
 	"github.com/smsmilter/smsmilter/plugins/sdk"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// smsmilterBinary builds the real binary: the built-in plugins are the
-// binary re-executed as `smsmilter plugin NAME`.
-func smsmilterBinary(tb testing.TB) string {
-	tb.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "smsmilter-dispatch-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "smsmilter")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/smsmilter/smsmilter/cmd/smsmilter").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // realSetup runs the dispatcher over a real store and a real smpp plugin
 // process talking to the node-smpp peer.
@@ -63,7 +37,7 @@ type realSetup struct {
 
 func startReal(tb testing.TB, window int, quiet bool) *realSetup {
 	tb.Helper()
-	bin := smsmilterBinary(tb)
+	bin := testutil.Smsmilter(tb) // the built-in plugins are the binary re-executed as `smsmilter plugin NAME`
 	peer := smpppeer.Start(tb, smpppeer.Options{Receipts: "off", Quiet: quiet})
 	st, err := sqlite.OpenDir(context.Background(), tb.TempDir(), nil)
 	if err != nil {
@@ -170,7 +144,7 @@ func TestPluginKilledDuringSends(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	pids := pluginPIDs(smsmilterBinary(t))
+	pids := pluginPIDs(testutil.Smsmilter(t))
 	if len(pids) != 1 {
 		t.Fatalf("plugin processes: %v", pids)
 	}
@@ -193,7 +167,7 @@ func TestPluginKilledDuringSends(t *testing.T) {
 	if dups > window {
 		t.Errorf("%d SMS submitted twice; at most the window (%d) were in flight at the kill", dups, window)
 	}
-	after := pluginPIDs(smsmilterBinary(t))
+	after := pluginPIDs(testutil.Smsmilter(t))
 	if len(after) != 1 || after[0] == pids[0] {
 		t.Errorf("plugin not restarted: before %v, after %v", pids, after)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +19,8 @@ import (
 	"github.com/smsmilter/smsmilter/plugins/sdk"
 )
 
+func TestMain(m *testing.M) { testutil.Main(m) }
+
 // TestThroughSmsmilterBinary runs the outbox the way the daemon does: the
 // real smsmilter binary, re-executed as `smsmilter plugin outbox`, driven
 // through pluginhost.
@@ -27,13 +28,8 @@ func TestThroughSmsmilterBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cmd/smsmilter")
 	}
-	goCmd := testutil.NeedCmd(t, "go")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "smsmilter")
-	build := exec.Command(goCmd, "build", "-o", bin, "github.com/smsmilter/smsmilter/cmd/smsmilter")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testutil.Smsmilter(t)
 
 	logs := &lockedBuilder{}
 	log := slog.New(slog.NewTextHandler(logs, nil))

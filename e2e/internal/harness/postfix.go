@@ -84,7 +84,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 // runs the very settings the documentation gives.
 func Example(t testing.TB, name, milter string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(ModuleRoot(), "examples", "postfix", name))
+	b, err := os.ReadFile(filepath.Join(testutil.ModuleRoot(), "examples", "postfix", name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func (c Config) Set(key string, v any) Config {
 // Start runs it.
 func NewSmsmilter(t testing.TB) *Smsmilter {
 	t.Helper()
-	s := &Smsmilter{t: t, Bin: Binary(t), Dir: testutil.OpenDir(t)}
+	s := &Smsmilter{t: t, Bin: testutil.Smsmilter(t), Dir: testutil.OpenDir(t)}
 	os.Chmod(s.Dir, 0o755)
 	s.ConfigPath = filepath.Join(s.Dir, "smsmilter.yaml")
 	s.StateDir = filepath.Join(s.Dir, "state")
