@@ -1,7 +1,6 @@
 package milter
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 	"github.com/smsmilter/smsmilter/internal/registry"
 	"github.com/smsmilter/smsmilter/internal/store"
 	"github.com/smsmilter/smsmilter/internal/store/sqlite"
+	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
 // The test world: an SMS domain sms.test, a sending domain example.test
@@ -70,7 +70,7 @@ type env struct {
 	h     *Handler
 	srv   *Server
 	addr  string
-	log   *syncBuffer
+	log   *testutil.Buffer
 	queue atomic.Int64 // Queued calls
 	serve chan error
 
@@ -88,7 +88,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 // newEnvReg is newEnv with the milter's metrics registered on reg.
 func newEnvReg(t testing.TB, reg prometheus.Registerer, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, log: &syncBuffer{}}
+	e := &env{t: t, log: &testutil.Buffer{}}
 	e.dns = dnstest.NewServer(t)
 	e.dns.TXT("example.test", "v=spf1 ip4:"+goodIP+" -all")
 	e.dns.TXT("_dmarc.example.test", "v=DMARC1; p=reject")
@@ -259,24 +259,6 @@ func (f *faultStore) Ping(ctx context.Context) error {
 		return errDiskFull
 	}
 	return f.Store.Ping(ctx)
-}
-
-// syncBuffer is a log sink written by many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // ---- the MTA side, with go-milter's client ----

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,7 +36,7 @@ func TestConcurrentCLIWrites(t *testing.T) {
 	e.must("user", "add", "ops", "--sender-id", "ACME")
 
 	// The daemon.
-	var daemonLog syncBuffer
+	var daemonLog testutil.Buffer
 	serve := exec.Command(bin, "serve", "--config", e.cfgPath)
 	serve.Stdout = &daemonLog
 	serve.Stderr = &daemonLog
@@ -238,22 +237,4 @@ func countLines(path string) int {
 		n++
 	}
 	return n
-}
-
-// syncBuffer is a bytes.Buffer a child process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

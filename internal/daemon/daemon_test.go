@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,26 +29,9 @@ type running struct {
 	d      *Daemon
 	cancel context.CancelFunc
 	done   chan int
-	log    *syncBuf
+	log    *testutil.Buffer
 	dir    string
 	cfg    string
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 const baseConfig = `milter:
@@ -78,7 +60,7 @@ func start(t *testing.T, stateDir string, drain string) *running {
 	}
 	cfgPath := filepath.Join(dir, "smsmilter.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(baseConfig, drain, stateDir, filepath.Join(dir, "outbox.jsonl"))), 0o644)
-	r := &running{done: make(chan int, 1), log: &syncBuf{}, dir: dir, cfg: cfgPath}
+	r := &running{done: make(chan int, 1), log: &testutil.Buffer{}, dir: dir, cfg: cfgPath}
 	ready := make(chan *Daemon, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -244,7 +226,7 @@ func TestBadConfigExits2(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(p, []byte("sms_domains: []\nbogus: 1\n"), 0o644)
-	var log syncBuf
+	var log testutil.Buffer
 	code := Run(context.Background(), Options{ConfigPath: p, Self: "/bin/false", Stderr: &log})
 	if code != 2 || !strings.Contains(log.String(), "bad.yaml:2:") {
 		t.Fatalf("exit %d, output %q", code, log.String())

@@ -1,7 +1,6 @@
 package pluginhost
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/smsmilter/smsmilter/internal/testutil"
 	"github.com/smsmilter/smsmilter/plugins/sdk"
 )
 
@@ -166,33 +166,15 @@ func (t *testTransport) Events(ctx context.Context, out chan<- sdk.Event) error 
 func (t *testTransport) Health(context.Context) error { return nil }
 func (t *testTransport) Close() error                 { return nil }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // start runs the test binary as plugin helper with settings; the Plugin is
 // closed when the test ends. The host's log is returned.
-func start(t *testing.T, helper string, settings map[string]any, tune func(*Options)) (*Plugin, *syncBuffer, error) {
+func start(t *testing.T, helper string, settings map[string]any, tune func(*Options)) (*Plugin, *testutil.Buffer, error) {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	o := Options{
 		Name:     "test",
 		Plugin:   "test",
@@ -223,7 +205,7 @@ func start(t *testing.T, helper string, settings map[string]any, tune func(*Opti
 	return p, logs, err
 }
 
-func mustStart(t *testing.T, settings map[string]any, tune func(*Options)) (*Plugin, *syncBuffer) {
+func mustStart(t *testing.T, settings map[string]any, tune func(*Options)) (*Plugin, *testutil.Buffer) {
 	t.Helper()
 	p, logs, err := start(t, "transport", settings, tune)
 	if err != nil {

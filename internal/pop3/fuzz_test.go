@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/smsmilter/smsmilter/internal/maildir"
+	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
@@ -98,7 +99,7 @@ func FuzzSession(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logs := &syncBuffer{}
+		logs := &testutil.Buffer{}
 		srv := NewServer(Config{
 			Maildir: root, Credentials: creds, Clock: newFakeClock(),
 			Log:      slogTo(logs),

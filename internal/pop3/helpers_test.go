@@ -26,6 +26,7 @@ import (
 
 	"github.com/smsmilter/smsmilter/internal/maildir"
 	"github.com/smsmilter/smsmilter/internal/store"
+	"github.com/smsmilter/smsmilter/internal/testutil"
 )
 
 // Test accounts. Hashes use bcrypt's minimum cost: the race detector makes
@@ -116,30 +117,13 @@ type testServer struct {
 	root    *maildir.Root
 	creds   *fakeCreds
 	clock   *fakeClock
-	logs    *syncBuffer
+	logs    *testutil.Buffer
 	cert    tlsFiles
 }
 
 type tlsFiles struct {
 	certFile, keyFile string
 	pool              *x509.CertPool
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startServer runs a server on loopback with alice and bob, a fake clock,
@@ -150,7 +134,7 @@ func startServer(t *testing.T, withTLS bool, modify func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{root: root, creds: newCreds(t, alice, alicePW, bob, bobPW), clock: newFakeClock(), logs: &syncBuffer{}}
+	ts := &testServer{root: root, creds: newCreds(t, alice, alicePW, bob, bobPW), clock: newFakeClock(), logs: &testutil.Buffer{}}
 	cfg := Config{
 		Maildir:     root,
 		Credentials: ts.creds,

@@ -1,7 +1,9 @@
 // Package testutil holds the few helpers every package's tests share:
 // finding the external programs the integration tests drive (dnsmasq,
-// socat, node, postfix, swaks, curl), free loopback ports, and checking
-// that generated protobuf code is current.
+// socat, node, postfix, swaks, curl), free loopback ports, the smsmilter
+// binary built once per test run (Smsmilter, Build), a Buffer several
+// goroutines may write, and checking that generated protobuf code is
+// current.
 package testutil
 
 import (
@@ -11,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -109,4 +112,23 @@ func CheckGeneratedProto(t *testing.T, protoFile, pkg string) {
 			t.Errorf("%s is not what %s generates: run `go generate %s`", f, protoFile, pkg)
 		}
 	}
+}
+
+// Buffer is a bytes.Buffer that goroutines (a logger, a child process's
+// output) may write while the test reads it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

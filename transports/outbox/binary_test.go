@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +30,7 @@ func TestThroughSmsmilterBinary(t *testing.T) {
 	dir := t.TempDir()
 	bin := testutil.Smsmilter(t)
 
-	logs := &lockedBuilder{}
+	logs := &testutil.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	opts := func(plugin string, settings map[string]any) pluginhost.Options {
 		return pluginhost.Options{
@@ -130,22 +129,4 @@ func pluginPID(t *testing.T, bin string) int {
 	}
 	t.Log("plugin process not found in /proc")
 	return 0
-}
-
-// lockedBuilder collects the host's log from several goroutines.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
