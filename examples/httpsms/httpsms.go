@@ -290,18 +290,7 @@ func international(n string) string {
 }
 
 func (t *transport) Events(ctx context.Context, out chan<- sdk.Event) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev := <-t.events:
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return nil
-			}
-		}
-	}
+	return sdk.Forward(ctx, t.events, out, nil)
 }
 
 func (t *transport) Health(context.Context) error {

@@ -92,3 +92,26 @@ func IsPermanent(err error) bool {
 	var p permanent
 	return errors.As(err, &p)
 }
+
+// Forward is an Events for a transport that queues what it receives on a
+// channel of its own: it passes each event from in to out until ctx ends
+// or done (closed when the transport closes; nil for never) is closed, and
+// returns nil. An event taken from in when that happens is dropped.
+func Forward(ctx context.Context, in <-chan Event, out chan<- Event, done <-chan struct{}) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-done:
+			return nil
+		case ev := <-in:
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return nil
+			case <-done:
+				return nil
+			}
+		}
+	}
+}

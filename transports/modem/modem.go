@@ -325,22 +325,7 @@ func isLinkError(err error) bool {
 // Events forwards incoming SMS and status reports until ctx ends or the
 // transport is closed.
 func (t *Transport) Events(ctx context.Context, out chan<- sdk.Event) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.done:
-			return nil
-		case ev := <-t.events:
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return nil
-			case <-t.done:
-				return nil
-			}
-		}
-	}
+	return sdk.Forward(ctx, t.events, out, t.done)
 }
 
 // Health is nil while the modem answers; otherwise it says since when and
