@@ -73,25 +73,14 @@ func (s *Store) PurgeSent(ctx context.Context, before time.Time) (int, error) {
 
 // Purge implements store.Store.
 func (s *Store) Purge(ctx context.Context, before time.Time) (int, error) {
-	n := 0
-	err := s.write(ctx, func(w *wtx) error {
-		n = 0
-		for _, q := range []string{
+	var n int
+	err := s.write(ctx, func(w *wtx) (err error) {
+		n, err = w.execAll([]string{
 			`DELETE FROM jobs WHERE state IN ('sent', 'delivered', 'failed') AND updated < ?`,
 			`DELETE FROM events WHERE at < ?`,
 			`DELETE FROM mails WHERE state = 'failed' AND created < ?`,
-		} {
-			res, err := w.exec(q, ts(before))
-			if err != nil {
-				return err
-			}
-			k, err := res.RowsAffected()
-			if err != nil {
-				return err
-			}
-			n += int(k)
-		}
-		return nil
+		}, ts(before))
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("purge history: %w", err)

@@ -427,24 +427,13 @@ func (s *Store) CountUserSince(ctx context.Context, user string, since time.Time
 // ReleaseLeases implements store.Store. The embedded store serves one host,
 // whose one daemon calls it at start: every lease is that daemon's.
 func (s *Store) ReleaseLeases(ctx context.Context, now time.Time) (int, error) {
-	n := 0
-	err := s.write(ctx, func(w *wtx) error {
-		n = 0
-		for _, q := range []string{
+	var n int
+	err := s.write(ctx, func(w *wtx) (err error) {
+		n, err = w.execAll([]string{
 			`UPDATE jobs SET state = 'queued', next_try = ?1, lease_until = 0, updated = ?2 WHERE state = 'sending'`,
 			`UPDATE mails SET state = 'queued', next_try = ?1, lease_until = 0 WHERE state = 'sending'`,
-		} {
-			res, err := w.exec(q, ts(now), time.Now().UnixNano())
-			if err != nil {
-				return err
-			}
-			k, err := res.RowsAffected()
-			if err != nil {
-				return err
-			}
-			n += int(k)
-		}
-		return nil
+		}, ts(now), time.Now().UnixNano())
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("release leases: %w", err)

@@ -282,6 +282,24 @@ func (w *wtx) execOne(notFound error, query string, args ...any) error {
 	return nil
 }
 
+// execAll runs each of queries with args and returns the rows they
+// touched, all told.
+func (w *wtx) execAll(queries []string, args ...any) (int, error) {
+	n := 0
+	for _, q := range queries {
+		res, err := w.exec(q, args...)
+		if err != nil {
+			return n, err
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return n, err
+		}
+		n += int(k)
+	}
+	return n, nil
+}
+
 func (w *wtx) closeStmts() {
 	for _, st := range w.stmts {
 		st.Close()
