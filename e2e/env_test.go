@@ -11,8 +11,8 @@ import (
 // The senders of the suite and what the registry says about them: the
 // cast of harness.Env.
 const (
-	alice, bob, carol, mallory, dave = harness.Alice, harness.Bob, harness.Carol, harness.Mallory, harness.Dave
-	deskID, domain, wait             = harness.DeskID, harness.SMSDomain, harness.Wait
+	alice, bob, mallory, dave = harness.Alice, harness.Bob, harness.Mallory, harness.Dave
+	domain, wait              = harness.SMSDomain, harness.Wait
 )
 
 type message = harness.Message

@@ -13,7 +13,7 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 // cast of harness.Env, the Postfix suite's too.
 const (
 	alice, bob, carol, mallory, dave = harness.Alice, harness.Bob, harness.Carol, harness.Mallory, harness.Dave
-	deskID, domain, wait             = harness.DeskID, harness.SMSDomain, harness.Wait
+	domain, wait                     = harness.SMSDomain, harness.Wait
 )
 
 type message = harness.Message
