@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -306,5 +307,65 @@ func TestResumesJobsInFlightAtACrash(t *testing.T) {
 			t.Fatalf("the SMS in flight at the crash was not sent after the restart; outbox %q", b)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The real signals, through the real binary: SIGHUP with a bad config is
+// logged and the daemon keeps serving; SIGTERM exits 0.
+func TestSignalsThroughTheBinary(t *testing.T) {
+	bin := testutil.Smsmilter(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "smsmilter.yaml")
+	port := testutil.FreePort(t)
+	good := fmt.Sprintf(baseConfig, "2s", filepath.Join(dir, "state"), filepath.Join(dir, "outbox.jsonl"))
+	good = strings.Replace(good, "listen: 127.0.0.1:0", fmt.Sprintf("listen: 127.0.0.1:%d", port), 1)
+	os.WriteFile(cfg, []byte(good), 0o644)
+	var log testutil.Buffer
+	cmd := exec.Command(bin, "serve", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	healthz := func() int {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s; log:\n%s", what, log.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("not serving", func() bool { return healthz() == 200 })
+	os.WriteFile(cfg, []byte("transports: {x: {plugin: nope}}\n"), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor("bad reload not logged", func() bool { return strings.Contains(log.String(), "config reload failed") })
+	if healthz() != 200 {
+		t.Fatalf("not serving after a bad reload")
+	}
+	os.WriteFile(filepath.Join(dir, "good.yaml"), []byte(good), 0o644)
+	out, err := exec.Command(bin, "log", "--kind", "config", "--config", filepath.Join(dir, "good.yaml")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "config reload failed; the old config keeps running") {
+		t.Errorf("smsmilter log --kind config: %v\n%s", err, out)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v; log:\n%s", err, log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit after SIGTERM; log:\n%s", log.String())
 	}
 }
