@@ -209,6 +209,26 @@ func (t Transport) IsBuiltin() bool {
 	return false
 }
 
+// Window is how many SMS the transport may have submitted and not yet
+// reported on (an SMPP link's window); 0 when the transport has no such
+// limit. The dispatcher keeps no more Sends than that outstanding, so a
+// crashed plugin can have sent at most that many SMS it could not report
+// (DESIGN.md §13: at most the window are sent again).
+func (t Transport) Window() int {
+	if t.Plugin != pluginSMPP {
+		return 0
+	}
+	switch w := t.Settings["window"].(type) {
+	case int:
+		return w
+	case int64:
+		return int(w)
+	case float64:
+		return int(w)
+	}
+	return 10
+}
+
 func (d *decoder) checkTransports(c *Config) {
 	for _, name := range transportNames(c) {
 		t := c.Transports[name]

@@ -61,11 +61,12 @@ type Dispatcher struct {
 	wake chan struct{}
 	sem  chan struct{}
 
-	mu       sync.Mutex
-	userLim  map[string]*rate.Limiter
-	userTPS  map[string]userInfo
-	transLim map[string]*rate.Limiter
-	wg       sync.WaitGroup
+	mu         sync.Mutex
+	userLim    map[string]*rate.Limiter
+	userTPS    map[string]userInfo
+	transLim   map[string]*rate.Limiter
+	transSlots map[string]chan struct{}
+	wg         sync.WaitGroup
 }
 
 type userInfo struct {
@@ -106,12 +107,13 @@ func New(o Options) *Dispatcher {
 		o.Backoff = Backoff
 	}
 	return &Dispatcher{
-		o:        o,
-		wake:     make(chan struct{}, 1),
-		sem:      make(chan struct{}, o.MaxInFlight),
-		userLim:  map[string]*rate.Limiter{},
-		userTPS:  map[string]userInfo{},
-		transLim: map[string]*rate.Limiter{},
+		o:          o,
+		wake:       make(chan struct{}, 1),
+		sem:        make(chan struct{}, o.MaxInFlight),
+		userLim:    map[string]*rate.Limiter{},
+		userTPS:    map[string]userInfo{},
+		transLim:   map[string]*rate.Limiter{},
+		transSlots: map[string]chan struct{}{},
 	}
 }
 
@@ -213,9 +215,21 @@ func (d *Dispatcher) handle(ctx, stop context.Context, j store.Job) {
 				return
 			}
 		}
+		slots := d.windowSlots(cfg, name)
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+			case <-stop.Done():
+				d.deferJob(ctx, j, d.o.Now(), "")
+				return
+			}
+		}
 		sctx, cancel := context.WithTimeout(ctx, d.o.SendTimeout)
 		parts, err := tr.Send(sctx, sdk.Message{ID: fmt.Sprint(j.ID), To: j.To, From: j.SenderID, Text: j.Text, Encoding: j.Encoding, Parts: j.Parts})
 		cancel()
+		if slots != nil {
+			<-slots
+		}
 		if err == nil {
 			ps := make([]store.Part, len(parts))
 			for i, p := range parts {
@@ -357,6 +371,28 @@ func (d *Dispatcher) transportLimiter(cfg *config.Config, name string) *rate.Lim
 		lim.SetLimit(rate.Limit(tps))
 	}
 	return lim
+}
+
+// windowSlots bounds the Sends outstanding on a transport to its window,
+// nil when it has none. The transport's own window frees a slot when the
+// SMSC answers, before the host hears of it; counting here, from the
+// host's side, keeps the SMS a plugin crash can leave unreported within the
+// window.
+func (d *Dispatcher) windowSlots(cfg *config.Config, name string) chan struct{} {
+	w := cfg.Transports[name].Window()
+	if w <= 0 {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.transSlots[name]
+	if s == nil || cap(s) != w {
+		// A new window takes effect with the transport's restart; the old
+		// channel drains by itself.
+		s = make(chan struct{}, w)
+		d.transSlots[name] = s
+	}
+	return s
 }
 
 // routeFor returns the transports for a number: the first route whose

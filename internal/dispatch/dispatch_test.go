@@ -392,3 +392,43 @@ func TestRunStops(t *testing.T) {
 		t.Fatalf("job %s", st)
 	}
 }
+
+// slowTransport counts the Sends it holds at once.
+type slowTransport struct {
+	fakeTransport
+	mu       sync.Mutex
+	now, max int
+}
+
+func (s *slowTransport) Send(ctx context.Context, m sdk.Message) ([]sdk.PartResult, error) {
+	s.mu.Lock()
+	s.now++
+	s.max = max(s.max, s.now)
+	s.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	s.mu.Lock()
+	s.now--
+	s.mu.Unlock()
+	return s.fakeTransport.Send(ctx, m)
+}
+
+// No more Sends are outstanding on an SMPP transport than its window: what
+// a plugin crash can leave unreported stays within it.
+func TestOutstandingSendsWithinWindow(t *testing.T) {
+	h := newHarness(t, []config.Route{{Transports: []string{"smsc"}}}, "smsc")
+	h.cfg.Transports["smsc"] = config.Transport{Plugin: "smpp", TPS: 1e6, Settings: map[string]any{"window": 3}}
+	slow := &slowTransport{}
+	h.d.o.Transport = func(string) (Sender, bool) { return slow, true }
+	var to []string
+	for i := 0; i < 30; i++ {
+		to = append(to, fmt.Sprintf("+4474000001%02d", i))
+	}
+	h.enqueue(t, "ops", to...)
+	h.pass()
+	if slow.max > 3 || slow.max < 2 {
+		t.Errorf("%d Sends outstanding at once; want up to the window, 3", slow.max)
+	}
+	if n := len(slow.sent); n != 30 {
+		t.Errorf("%d sent", n)
+	}
+}

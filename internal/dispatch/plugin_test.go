@@ -55,7 +55,7 @@ func startReal(tb testing.TB, window int, quiet bool) *realSetup {
 	}
 	tb.Cleanup(func() { p.Close() })
 	cfg := config.Defaults()
-	cfg.Transports = map[string]config.Transport{"smsc": {Plugin: "smpp", TPS: 1e6}}
+	cfg.Transports = map[string]config.Transport{"smsc": {Plugin: "smpp", TPS: 1e6, Settings: map[string]any{"window": window}}}
 	cfg.Routes = []config.Route{{Transports: []string{"smsc"}}}
 	r := &realSetup{st: st, plugin: p, peer: peer, done: make(chan struct{})}
 	r.d = New(Options{
