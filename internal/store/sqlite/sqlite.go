@@ -163,7 +163,7 @@ func open(ctx context.Context, path string, log *slog.Logger, opt options) (*Sto
 	s.wdb.SetConnMaxLifetime(0)
 	s.wdb.SetConnMaxIdleTime(0)
 
-	conn, err := s.wdb.Conn(ctx)
+	conn, err := firstConn(ctx, s.wdb, log)
 	if err != nil {
 		s.wdb.Close()
 		return nil, fmt.Errorf("sqlite store %s: open: %w", abs, err)
@@ -304,4 +304,27 @@ func (s *Store) rqueryRow(ctx context.Context, query string, args ...any) rowSca
 		return errRow{err}
 	}
 	return st.QueryRowContext(ctx, args...)
+}
+
+// firstConn opens the writer connection. Its pragmas switch a new file to
+// WAL, and SQLite answers that switch with SQLITE_BUSY at once, without its
+// busy handler, while another process opens the same new file (the daemon
+// and a CLI command started together): retry for up to busyTimeout, as
+// retryBusy does for BEGIN and COMMIT.
+func firstConn(ctx context.Context, db *sql.DB, log *slog.Logger) (*sql.Conn, error) {
+	start := time.Now()
+	delay := 5 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		conn, err := db.Conn(ctx)
+		if err == nil || !isBusy(err) || time.Since(start)+delay > busyTimeout {
+			return conn, err
+		}
+		log.Debug("sqlite store: busy at open, retrying", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
 }
