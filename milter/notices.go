@@ -112,7 +112,7 @@ func (h *Handler) sendMail(ctx context.Context, cfg *config.Config, to, subject,
 	if inReplyTo != "" {
 		msg.References = []string{inReplyTo}
 	}
-	data, err := msg.Bytes(domainOf(cfg.Mail.From))
+	data, err := msg.Bytes()
 	if err != nil {
 		h.log.Warn("cannot compose mail", "to", to, "err", err.Error())
 		return false
@@ -127,11 +127,4 @@ func (h *Handler) sendMail(ctx context.Context, cfg *config.Config, to, subject,
 		return false
 	}
 	return true
-}
-
-func domainOf(addr string) string {
-	if _, d, ok := splitAddress(addr); ok {
-		return d
-	}
-	return "localhost"
 }

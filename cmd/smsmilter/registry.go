@@ -432,7 +432,7 @@ func (a *app) notifyImported(cfg *config.Config, st store.Store, rules []store.R
 		body := fmt.Sprintf("Hello,\n\nYou may now send SMS by email: write to +<number>@%s, for example\n+447400123456@%s, and the text of your mail is sent as an SMS.\n\nReplies to the SMS come back to you by email.\n", dom, dom)
 		m := &mailer.Message{From: cfg.Mail.From, To: r.Pattern, Subject: "You can now send SMS by email", Date: time.Now(), Body: body,
 			Extra: map[string]string{"Auto-Submitted": "auto-generated"}}
-		data, err := m.Bytes(domainOf(cfg.Mail.From))
+		data, err := m.Bytes()
 		if err != nil {
 			fmt.Fprintf(a.stderr, "smsmilter: cannot compose the notice to %s: %v\n", r.Pattern, err)
 			continue
@@ -448,13 +448,6 @@ func (a *app) notifyImported(cfg *config.Config, st store.Store, rules []store.R
 		return exitFailed
 	}
 	return exitOK
-}
-
-func domainOf(addr string) string {
-	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
-		return addr[i+1:]
-	}
-	return "localhost"
 }
 
 func cmdList(a *app, args []string) int {

@@ -281,28 +281,23 @@ func (d *Daemon) runTransport(ctx context.Context, name string, t config.Transpo
 	log := d.log.With("transport", name, "plugin", t.Plugin)
 	stateDir := filepath.Join(cfg.StateDir, "plugins", name)
 	os.MkdirAll(stateDir, 0o750)
-	wait := time.Second
 	var p *pluginhost.Plugin
-	for {
+	started := startWithRetry(ctx, func() error {
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
 		var err error
 		p, err = pluginhost.Start(sctx, pluginhost.Options{
 			Name: name, Plugin: t.Plugin, Self: d.o.Self, Settings: t.Settings,
 			Env: sdk.Env{Name: name, StateDir: stateDir, DefaultRegion: cfg.Numbers.DefaultRegion},
 			Log: log,
 		})
-		cancel()
-		if err == nil {
-			break
-		}
+		return err
+	}, func(err error, wait time.Duration) {
 		log.Error("transport cannot start; SMS for it wait in the queue", "err", err, "retry_in", wait.String())
 		d.store.LogEvent(ctx, store.Event{Time: time.Now(), Kind: store.EventConfig, Message: fmt.Sprintf("transport %s cannot start: %v", name, err), Fields: map[string]string{"transport": name}})
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Minute)
+	})
+	if !started {
+		return
 	}
 	d.mu.Lock()
 	d.transports[name] = p
@@ -515,9 +510,10 @@ func (d *Daemon) runPOP3(ctx context.Context) {
 	log := d.log.With("plugin", "pop3")
 	stateDir := filepath.Join(cfg.StateDir, "pop3")
 	os.MkdirAll(stateDir, 0o750)
-	wait := time.Second
-	for {
-		c, err := pop3plugin.Start(ctx, pop3plugin.Options{
+	var c *pop3plugin.Client
+	started := startWithRetry(ctx, func() error {
+		var err error
+		c, err = pop3plugin.Start(ctx, pop3plugin.Options{
 			Path: d.o.Self,
 			Args: []string{"--config", d.o.ConfigPath, "plugin", "pop3"},
 			Config: pop3plugin.Config{
@@ -526,17 +522,32 @@ func (d *Daemon) runPOP3(ctx context.Context) {
 			},
 			Log: log,
 		})
-		if err == nil {
-			d.pop3.set(c)
-			listen, tlsListen := c.Addrs()
-			log.Info("POP3 plugin running", "listen", listen, "tls_listen", tlsListen)
-			<-ctx.Done()
-			return
-		}
+		return err
+	}, func(err error, wait time.Duration) {
 		log.Error("POP3 plugin cannot start", "err", err, "retry_in", wait.String())
+	})
+	if !started {
+		return
+	}
+	d.pop3.set(c)
+	listen, tlsListen := c.Addrs()
+	log.Info("POP3 plugin running", "listen", listen, "tls_listen", tlsListen)
+}
+
+// startWithRetry calls start until it succeeds, waiting 1s doubling to a
+// minute between tries and reporting each failure; false when ctx ended
+// first (the daemon is stopping).
+func startWithRetry(ctx context.Context, start func() error, failed func(err error, wait time.Duration)) bool {
+	wait := time.Second
+	for {
+		err := start()
+		if err == nil {
+			return true
+		}
+		failed(err, wait)
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Minute)

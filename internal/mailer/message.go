@@ -30,9 +30,9 @@ type Message struct {
 	Extra      map[string]string
 }
 
-// Bytes renders the message with CRLF line ends. domain is used for a
-// generated Message-ID.
-func (m *Message) Bytes(domain string) ([]byte, error) {
+// Bytes renders the message with CRLF line ends. A generated Message-ID
+// takes the From address's domain, as the mail is smsmilter's from there.
+func (m *Message) Bytes() ([]byte, error) {
 	from, err := addressHeader(m.From)
 	if err != nil {
 		return nil, fmt.Errorf("From %q: %w", m.From, err)
@@ -42,6 +42,7 @@ func (m *Message) Bytes(domain string) ([]byte, error) {
 		return nil, fmt.Errorf("To %q: %w", m.To, err)
 	}
 	if m.MessageID == "" {
+		_, domain, _ := strings.Cut(addressOnly(from), "@")
 		m.MessageID = NewMessageID(domain)
 	}
 	date := m.Date
@@ -134,6 +135,14 @@ func addressHeader(s string) (string, error) {
 		return "", err
 	}
 	return a.String(), nil
+}
+
+// addressOnly is the address of a rendered address header, without name.
+func addressOnly(h string) string {
+	if a, err := mail.ParseAddress(h); err == nil {
+		return a.Address
+	}
+	return ""
 }
 
 // idOnly is a Message-ID as it goes between < and >.

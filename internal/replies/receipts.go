@@ -84,7 +84,7 @@ func (r *Router) notify(ctx context.Context, j store.Job, what, body string) {
 	if j.MessageID != "" {
 		m.InReplyTo, m.References = j.MessageID, []string{j.MessageID}
 	}
-	data, err := m.Bytes(domainOf(cfg.Mail.From))
+	data, err := m.Bytes()
 	if err != nil {
 		r.o.Log.Warn("notice not composed", "job", j.ID, "to", j.Sender, "err", err)
 		return
@@ -93,11 +93,4 @@ func (r *Router) notify(ctx context.Context, j store.Job, what, body string) {
 	if err := r.o.Mail.Submit(ctx, "", []string{j.Sender}, data); err != nil {
 		r.o.Log.Warn("notice not queued", "job", j.ID, "to", j.Sender, "err", err)
 	}
-}
-
-func domainOf(addr string) string {
-	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
-		return addr[i+1:]
-	}
-	return "localhost"
 }

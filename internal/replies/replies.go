@@ -129,7 +129,7 @@ func (r *Router) Incoming(ctx context.Context, transport string, in sdk.Incoming
 		return nil
 	}
 	msg := r.replyMail(cfg, in, at, d)
-	data, err := msg.Bytes(smsDomain(cfg))
+	data, err := msg.Bytes()
 	if err != nil {
 		log.Warn("incoming SMS not delivered: cannot compose the mail", "err", err)
 		r.event(ctx, fmt.Sprintf("SMS from %s on %s not delivered: %v", in.From, transport, err), fields)
